@@ -1,0 +1,187 @@
+"""The two tensor operators of Revela: in-batch similarity and in-batch attention.
+
+Notation (METHOD.md §1): a group holds B chunks; chunk i's queries attend, without a causal
+mask, to every real token of every other chunk j, and the B-1 results are mixed with the
+retriever's weights Sim(i, j).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+_ROW_SUM_TOLERANCE = 1e-3
+
+
+def inbatch_similarity(
+    query_emb: torch.Tensor,
+    passage_emb: torch.Tensor,
+    temperature: float = 1e-4,
+    exclude_diagonal: bool = True,
+) -> torch.Tensor:
+    """Row-softmax of cosine similarities: ``Sim(i, j) = softmax_{j != i}(cos(q_i, p_j) / temperature)``.
+
+    Args:
+        query_emb: `(B, E)` query-side embeddings (need not be normalised).
+        passage_emb: `(B, E)` passage-side embeddings of the same B chunks.
+        temperature: softmax temperature; the paper uses 1e-4.
+        exclude_diagonal: give chunk i no weight on itself (the paper's setting).
+
+    Returns:
+        `(B, B)` weights whose rows sum to 1 (diagonal 0 when `exclude_diagonal`).
+    """
+    if query_emb.dim() != 2 or passage_emb.dim() != 2:
+        raise ValueError(
+            f"inbatch_similarity expects 2-D (B, E) embeddings, got query {tuple(query_emb.shape)} "
+            f"and passage {tuple(passage_emb.shape)}"
+        )
+    if query_emb.shape != passage_emb.shape:
+        raise ValueError(
+            f"query and passage embeddings must have the same shape, got {tuple(query_emb.shape)} "
+            f"and {tuple(passage_emb.shape)}"
+        )
+    group_size = query_emb.shape[0]
+    if exclude_diagonal and group_size < 2:
+        raise ValueError(f"a group needs at least 2 chunks for in-batch similarity, got B={group_size}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    cosine = F.normalize(query_emb, dim=-1) @ F.normalize(passage_emb, dim=-1).T  # (B, B)
+    logits = cosine / temperature
+    if exclude_diagonal:
+        eye = torch.eye(group_size, dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(eye, float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def check_inbatch_weights(weights: torch.Tensor, group_size: int) -> None:
+    """Raise a clear error unless `weights` is `(B, B)`, non-negative, each row a distribution or all zero."""
+    if weights.shape != (group_size, group_size):
+        raise ValueError(f"in-batch weights must have shape (B, B) = ({group_size}, {group_size}), got {tuple(weights.shape)}")
+    if group_size < 2:
+        raise ValueError(f"in-batch attention needs a group of at least 2 chunks, got B={group_size}")
+    with torch.no_grad():
+        w = weights.detach().float()
+        if not torch.isfinite(w).all():
+            raise ValueError("in-batch weights contain NaN or inf")
+        if (w < 0).any():
+            raise ValueError("in-batch weights must be non-negative")
+        row_sums = w.sum(dim=-1)
+        ok = ((row_sums - 1).abs() <= _ROW_SUM_TOLERANCE) | (row_sums.abs() <= _ROW_SUM_TOLERANCE)
+        if not ok.all():
+            bad = ok.logical_not().nonzero().flatten()[:5].tolist()
+            raise ValueError(
+                f"each row of the in-batch weights must sum to 1 (or be all zero for no in-batch context); "
+                f"rows {bad} sum to {row_sums[bad].tolist()}"
+            )
+
+
+def _attend_to_chunk(
+    flat_query: torch.Tensor,
+    key_j: torch.Tensor,
+    value_j: torch.Tensor,
+    weight_col: torch.Tensor,
+    scaling: float,
+    v_norm: bool,
+    eps: float,
+) -> torch.Tensor:
+    """Weighted contribution of one key chunk j to every query chunk i.
+
+    flat_query: `(1, H, B*Lq, D)` all queries of the group in one sequence (attention is
+    non-causal, so the queries are independent); key_j/value_j: `(1, H, Lj, D)` real tokens of
+    chunk j; weight_col: `(B,)` = weights[:, j]. Returns `(B, H, Lq, D)`.
+    """
+    _, num_heads, flat_len, head_dim = flat_query.shape
+    group_size = weight_col.shape[0]
+    if v_norm:
+        # Append ||V|| as one more value channel (and a zero channel to Q and K so Q.K is
+        # unchanged): the same softmax then yields sum_k p_k ||V_k||, the V-norm denominator.
+        value_norm = value_j.norm(dim=-1, keepdim=True)  # (1, H, Lj, 1)
+        value_j = torch.cat([value_j, value_norm], dim=-1)  # (1, H, Lj, D+1)
+        key_j = F.pad(key_j, (0, 1))
+        flat_query = F.pad(flat_query, (0, 1))
+    out = F.scaled_dot_product_attention(flat_query, key_j, value_j, scale=scaling)  # (1, H, B*Lq, D')
+    out = out.view(num_heads, group_size, flat_len // group_size, -1).transpose(0, 1)  # (B, H, Lq, D')
+    if v_norm:
+        out = out[..., :head_dim] / (out[..., head_dim:] + eps)
+    return out * weight_col.view(group_size, 1, 1, 1).to(out.dtype)
+
+
+def inbatch_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    weights: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    *,
+    v_norm: bool = True,
+    scaling: float | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Similarity-weighted in-batch attention: ``out_i = sum_j weights[i, j] * b_ij``.
+
+    ``b_ij = softmax(Q_i K_j^T * scaling) V_j`` over the real tokens of chunk j (no causal mask);
+    with `v_norm`, ``b_ij`` is divided by ``softmax(Q_i K_j^T * scaling) ||V_j||_2 + eps`` per
+    query token and head (METHOD.md §1).
+
+    Memory: one key chunk at a time, each chunk's block recomputed in backward, so neither the
+    `(B, B, H, Lq, Lk)` attention nor the `(B, B, H, Lq, D)` pair outputs are ever held.
+
+    Args:
+        query: `(B, H, Lq, D)` queries of the h-stream.
+        key: `(B, Hkv, Lk, D)` keys of the clean e-stream (after rotary embedding); H % Hkv == 0.
+        value: `(B, Hkv, Lk, D)` values of the clean e-stream.
+        weights: `(B, B)`, row i is Sim(i, .).
+        key_padding_mask: `(B, Lk)` bool, True = real token. None = every token is real.
+        v_norm: apply V-normalisation.
+        scaling: score scale, default D ** -0.5.
+        eps: V-norm stabiliser.
+
+    Returns:
+        `(B, H, Lq, D)` in the dtype of `query`.
+    """
+    if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
+        raise ValueError(
+            "inbatch_attention expects 4-D tensors query (B, H, Lq, D), key/value (B, Hkv, Lk, D); got "
+            f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    group_size, num_heads, query_len, head_dim = query.shape
+    if key.shape != value.shape:
+        raise ValueError(f"key and value must have the same shape, got {tuple(key.shape)} and {tuple(value.shape)}")
+    if key.shape[0] != group_size or key.shape[-1] != head_dim:
+        raise ValueError(
+            f"key/value {tuple(key.shape)} do not match query {tuple(query.shape)}: batch (B) and head_dim (D) must agree"
+        )
+    num_kv_heads, key_len = key.shape[1], key.shape[2]
+    if num_heads % num_kv_heads != 0:
+        raise ValueError(f"query heads ({num_heads}) must be a multiple of key/value heads ({num_kv_heads})")
+    check_inbatch_weights(weights, group_size)
+    if key_padding_mask is not None:
+        if key_padding_mask.shape != (group_size, key_len):
+            raise ValueError(
+                f"key_padding_mask must have shape (B, Lk) = ({group_size}, {key_len}), got {tuple(key_padding_mask.shape)}"
+            )
+        key_padding_mask = key_padding_mask.bool()
+        empty = (~key_padding_mask.any(dim=-1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"chunks {empty} have no real token in key_padding_mask")
+    scaling = head_dim**-0.5 if scaling is None else scaling
+
+    repeats = num_heads // num_kv_heads
+    flat_query = query.transpose(0, 1).reshape(1, num_heads, group_size * query_len, head_dim)  # (1, H, B*Lq, D)
+    use_checkpoint = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or weights.requires_grad)
+    out = query.new_zeros(group_size, num_heads, query_len, head_dim)
+    for j in range(group_size):
+        key_j, value_j = key[j : j + 1], value[j : j + 1]  # (1, Hkv, Lk, D)
+        if key_padding_mask is not None and not key_padding_mask[j].all():
+            real = key_padding_mask[j]
+            key_j, value_j = key_j[:, :, real], value_j[:, :, real]
+        if repeats > 1:
+            key_j = key_j.repeat_interleave(repeats, dim=1)  # (1, H, Lj, D)
+            value_j = value_j.repeat_interleave(repeats, dim=1)
+        args = (flat_query, key_j, value_j, weights[:, j], scaling, v_norm, eps)
+        if use_checkpoint:
+            out = out + checkpoint(_attend_to_chunk, *args, use_reentrant=False)
+        else:
+            out = out + _attend_to_chunk(*args)
+    return out
