@@ -14,26 +14,25 @@ from torch.utils.checkpoint import checkpoint
 _ROW_SUM_TOLERANCE = 1e-3
 
 
-def inbatch_similarity(
+def similarity_weights(
     query_emb: torch.Tensor,
     passage_emb: torch.Tensor,
     temperature: float = 1e-4,
     exclude_diagonal: bool = True,
-) -> torch.Tensor:
-    """Row-softmax of cosine similarities: ``Sim(i, j) = softmax_{j != i}(cos(q_i, p_j) / temperature)``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities `(B, B)` and the in-batch weights `(B, B)` derived from them.
+
+    ``Sim(i, j) = softmax_{j != i}(cos(q_i, p_j) / temperature)`` (METHOD.md §1).
 
     Args:
         query_emb: `(B, E)` query-side embeddings (need not be normalised).
         passage_emb: `(B, E)` passage-side embeddings of the same B chunks.
         temperature: softmax temperature; the paper uses 1e-4.
         exclude_diagonal: give chunk i no weight on itself (the paper's setting).
-
-    Returns:
-        `(B, B)` weights whose rows sum to 1 (diagonal 0 when `exclude_diagonal`).
     """
     if query_emb.dim() != 2 or passage_emb.dim() != 2:
         raise ValueError(
-            f"inbatch_similarity expects 2-D (B, E) embeddings, got query {tuple(query_emb.shape)} "
+            f"in-batch similarity expects 2-D (B, E) embeddings, got query {tuple(query_emb.shape)} "
             f"and passage {tuple(passage_emb.shape)}"
         )
     if query_emb.shape != passage_emb.shape:
@@ -51,7 +50,17 @@ def inbatch_similarity(
     if exclude_diagonal:
         eye = torch.eye(group_size, dtype=torch.bool, device=logits.device)
         logits = logits.masked_fill(eye, float("-inf"))
-    return logits.softmax(dim=-1)
+    return cosine, logits.softmax(dim=-1)
+
+
+def inbatch_similarity(
+    query_emb: torch.Tensor,
+    passage_emb: torch.Tensor,
+    temperature: float = 1e-4,
+    exclude_diagonal: bool = True,
+) -> torch.Tensor:
+    """In-batch weights `(B, B)`: row i is Sim(i, .), summing to 1 (see `similarity_weights`)."""
+    return similarity_weights(query_emb, passage_emb, temperature, exclude_diagonal)[1]
 
 
 def check_inbatch_weights(weights: torch.Tensor, group_size: int) -> None:

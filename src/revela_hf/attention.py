@@ -1,0 +1,96 @@
+"""In-batch attention hooked into stock transformers through its attention interface.
+
+`ATTN_IMPLEMENTATION` ("revela") is registered with `AttentionInterface` and
+`AttentionMaskInterface`. It runs the normal SDPA attention and, when the model's forward
+receives `revela_context=InBatchContext(...)`, either records the layer's key/value
+("record", the clean e-stream pass) or adds the similarity-weighted in-batch term computed
+against the recorded key/value ("inject", the h-stream pass). Without a context it is plain SDPA,
+so `generate()` and ordinary forwards are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from revela_hf.ops import inbatch_attention
+
+ATTN_IMPLEMENTATION = "revela"
+
+
+@dataclass
+class InBatchContext:
+    """What the attention layers of one forward pass should do with the in-batch term.
+
+    mode: "record" stores each selected layer's (key, value); "inject" adds
+    `inbatch_attention(query, recorded key, recorded value, weights)` to the layer output.
+    layers: decoder layer indices that take part (None = all).
+    """
+
+    mode: Literal["record", "inject"]
+    layers: frozenset[int] | None = None
+    weights: torch.Tensor | None = None  # (B, B)
+    key_padding_mask: torch.Tensor | None = None  # (B, L) bool, True = real token
+    v_norm: bool = True
+    detach_kv: bool = False
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def selects(self, layer_idx: int) -> bool:
+        return self.layers is None or layer_idx in self.layers
+
+
+def revela_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    revela_context: InBatchContext | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """query `(B, H, L, D)`, key/value `(B, Hkv, L, D)` after rotary; returns `(B, L, H, D)` like SDPA."""
+    out, attn_weights = sdpa_attention_forward(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+    )
+    if revela_context is None or not revela_context.selects(module.layer_idx):
+        return out, attn_weights
+    if revela_context.mode == "record":
+        if revela_context.detach_kv:
+            key, value = key.detach(), value.detach()
+        revela_context.kv[module.layer_idx] = (key, value)
+        return out, attn_weights
+    if module.layer_idx not in revela_context.kv:
+        raise RuntimeError(f"no clean-pass key/value was recorded for layer {module.layer_idx}")
+    clean_key, clean_value = revela_context.kv[module.layer_idx]
+    extra = inbatch_attention(
+        query,
+        clean_key,
+        clean_value,
+        revela_context.weights.to(query.dtype),
+        revela_context.key_padding_mask,
+        v_norm=revela_context.v_norm,
+        scaling=scaling,
+    )  # (B, H, L, D)
+    return out + extra.transpose(1, 2).to(out.dtype), attn_weights
+
+
+def enable_inbatch_attention(model: PreTrainedModel) -> None:
+    """Switch a transformers decoder to the "revela" attention (SDPA + optional in-batch term)."""
+    if not getattr(model, "_supports_sdpa", False):
+        raise ValueError(
+            f"{type(model).__name__} does not support SDPA attention, which the revela attention wraps; "
+            "use a decoder family that does (Llama, Qwen2/3, Mistral, Gemma2/3, ...)"
+        )
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+
+
+AttentionInterface.register(ATTN_IMPLEMENTATION, revela_attention_forward)
+AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)

@@ -1,0 +1,86 @@
+"""`RevelaConfig`: a decoder LM config, a retriever config and the in-batch training settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from revela_hf.retriever import check_pooling
+
+OBJECTIVES = ("revela", "dream", "replug")
+
+
+class RevelaConfig(PreTrainedConfig):
+    r"""Configuration of a [`RevelaForCausalLM`].
+
+    Args:
+        lm_config: config of the decoder LM that receives the in-batch attention.
+        retriever_config: config of the retriever backbone; None = the LM's base model architecture
+            (`from_parts(lm)` then copies the LM's base weights into the retriever).
+        temperature: softmax temperature of Sim(i, j) (the paper: 1e-4).
+        v_norm: V-normalise the in-batch term (METHOD.md; on for text, reported better off for code).
+        exclude_diagonal: a chunk gives itself no weight.
+        query_ratio: the retriever's query side of chunk i is its first `query_ratio` of words.
+        full_chunk_sources: sources whose query side is the whole chunk (code, by default).
+        pooling / query_prefix / passage_prefix / retriever_max_length: retriever settings.
+        inbatch_layers: indices of the LM layers that receive the in-batch term (None = all; negative
+            indices count from the top).
+        freeze_lm: keep every LM weight fixed; the clean pass then runs under no_grad and, when
+            `inbatch_layers` is a top block, the weighted pass recomputes only that block.
+        detach_clean_kv: stop gradients through the clean pass's key/value.
+        lm_lora / retriever_lora: `peft.LoraConfig` dicts injected at construction (None = no LoRA).
+        objective: "revela", "dream" or "replug".
+    """
+
+    model_type = "revela"
+    sub_configs_defaults = {
+        "lm_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "retriever_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", optional=True),
+    }
+
+    lm_config: dict | PreTrainedConfig | None = None
+    retriever_config: dict | PreTrainedConfig | None = None
+    temperature: float = 1e-4
+    v_norm: bool = True
+    exclude_diagonal: bool = True
+    query_ratio: float = 0.5
+    full_chunk_sources: list[str] | None = None
+    pooling: str = "eos"
+    query_prefix: str = "Query: "
+    passage_prefix: str = "Passage: "
+    retriever_max_length: int = 512
+    inbatch_layers: list[int] | None = None
+    freeze_lm: bool = False
+    detach_clean_kv: bool = False
+    lm_lora: dict | None = None
+    retriever_lora: dict | None = None
+    objective: Literal["revela", "dream", "replug"] = "revela"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.retriever_config is None:
+            self.retriever_config = self.lm_config.__class__.from_dict(self.lm_config.to_dict())
+        if self.full_chunk_sources is None:
+            self.full_chunk_sources = ["code"]
+        check_pooling(self.pooling)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.query_ratio <= 1:
+            raise ValueError(f"query_ratio must be in (0, 1], got {self.query_ratio}")
+        self.resolved_inbatch_layers()  # validates indices
+
+    def resolved_inbatch_layers(self) -> list[int]:
+        """Sorted non-negative indices of the LM layers that receive the in-batch term."""
+        num_layers = self.lm_config.num_hidden_layers
+        if self.inbatch_layers is None:
+            return list(range(num_layers))
+        resolved = sorted({i % num_layers if -num_layers <= i < num_layers else i for i in self.inbatch_layers})
+        bad = [i for i in resolved if not 0 <= i < num_layers]
+        if bad or not resolved:
+            raise ValueError(f"inbatch_layers {self.inbatch_layers} must name layers of the {num_layers}-layer LM")
+        return resolved
