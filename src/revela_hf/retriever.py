@@ -123,7 +123,7 @@ class RevelaRetriever(nn.Module):
         """Tokenise `prefix + text`, appending EOS for "eos" pooling; right-padded."""
         if self.tokenizer is None:
             raise ValueError("this RevelaRetriever has no tokenizer; pass one to encode text")
-        return tokenize_for_retriever(self.tokenizer, texts, prefix, max_length or self.max_length, self.pooling == "eos")
+        return tokenize_texts(self.tokenizer, texts, prefix, max_length or self.max_length, self.pooling == "eos")
 
     @torch.no_grad()
     def encode(
@@ -156,10 +156,10 @@ class RevelaRetriever(nn.Module):
         return self.encode(corpus, self.passage_prefix, batch_size, show_progress_bar)
 
 
-def tokenize_for_retriever(
+def tokenize_texts(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], prefix: str, max_length: int, append_eos: bool
 ) -> dict[str, torch.Tensor]:
-    """Right-padded `prefix + text` ids; with `append_eos` the EOS id ends every row (truncation keeps it)."""
+    """Right-padded `prefix + text` token ids and mask; with `append_eos` the EOS id ends every row (truncation keeps it)."""
     if append_eos and tokenizer.eos_token_id is None:
         raise ValueError("eos pooling needs a tokenizer with an EOS token")
     limit = max_length - 1 if append_eos else max_length
