@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
+import tempfile
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,8 +14,20 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from revela_hf.hub import (
+    OFFICIAL_REVELA_SETTINGS,
+    appends_eos,
+    eos_appending_tokenizer,
+    push_folder,
+    resolve_model_dir,
+    set_adapter_base_model,
+    write_sentence_transformers_files,
+)
+from revela_hf.model_card import CardInfo, render_model_card
+
 POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def check_pooling(pooling: str) -> str:
@@ -92,25 +106,80 @@ class RevelaRetriever(nn.Module):
             "max_length": self.max_length,
         }
 
-    def save_pretrained(self, save_directory: str) -> None:
-        """Write the backbone (adapter only when LoRA is attached), tokenizer and settings."""
-        os.makedirs(save_directory, exist_ok=True)
-        self.backbone.save_pretrained(save_directory)
+    def save_pretrained(
+        self, save_directory: str, repo_id: str | None = None, base_model: str | None = None, card: CardInfo | None = None
+    ) -> None:
+        """Write a folder every loader reads (see `revela_hf.hub`).
+
+        It holds the backbone (the adapter only when LoRA is attached), the tokenizer (appending
+        EOS itself for "eos" pooling), `revela_retriever.json`, the sentence-transformers files
+        and a README.md model card. `base_model` (a Hub id) replaces the base model path recorded
+        in the adapter config; `repo_id` and `card` fill the model card.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder)
+        is_adapter = (folder / ADAPTER_CONFIG).is_file()
+        if is_adapter and base_model is not None:
+            set_adapter_base_model(folder, base_model)
         if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(save_directory)
-        with open(os.path.join(save_directory, SETTINGS_FILE), "w", encoding="utf-8") as f:
-            json.dump(self.settings(), f, indent=2)
+            tokenizer = self.tokenizer
+            if self.pooling == "eos" and getattr(tokenizer, "is_fast", False):
+                tokenizer = eos_appending_tokenizer(tokenizer)
+            tokenizer.save_pretrained(folder)
+        (folder / SETTINGS_FILE).write_text(json.dumps(self.settings(), indent=2) + "\n", encoding="utf-8")
+        dim = self.backbone.config.hidden_size
+        write_sentence_transformers_files(folder, self.settings(), dim)
+        base = base_model or self.backbone.config.name_or_path
+        card_text = render_model_card(repo_id or folder.resolve().name, self.settings(), base, dim, is_adapter, card)
+        (folder / "README.md").write_text(card_text, encoding="utf-8")
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload Revela retriever",
+        base_model: str | None = None,
+        card: CardInfo | None = None,
+    ) -> str:
+        """Upload the retriever only (adapter or weights, tokenizer, settings, card); returns the commit URL.
+
+        Pass `base_model` (a Hub id) when the backbone was loaded from a local folder, so the
+        adapter can find its base model wherever it is loaded.
+        """
+        base = base_model or self.backbone.config.name_or_path
+        if getattr(self.backbone, "_hf_peft_config_loaded", False) and Path(base).expanduser().exists():
+            warnings.warn(f"the adapter's base model is the local path {base}; pass base_model='<hub id>' so others can load it")
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, repo_id=repo_id, base_model=base_model, card=card)
+            return push_folder(tmp, repo_id, private=private, token=token, commit_message=commit_message)
 
     @classmethod
-    def from_pretrained(cls, path: str, **overrides: Any) -> "RevelaRetriever":
-        """Load a folder written by `save_pretrained` (a LoRA adapter folder loads base + adapter)."""
-        settings_path = os.path.join(path, SETTINGS_FILE)
-        settings: dict[str, Any] = {}
-        if os.path.exists(settings_path):
-            with open(settings_path, encoding="utf-8") as f:
-                settings = json.load(f)
+    def from_pretrained(
+        cls, path: str, revision: str | None = None, token: str | None = None, **overrides: Any
+    ) -> "RevelaRetriever":
+        """Load a folder or Hub repo written by `save_pretrained` (a LoRA adapter loads base + adapter).
+
+        Official Revela releases (a LoRA adapter on the bare decoder, no settings file) load with
+        their settings: EOS pooling, "query: "/"passage: " prefixes, normalised embeddings, and
+        the base model's tokenizer when the adapter ships none.
+        """
+        folder = resolve_model_dir(path, revision=revision, token=token)
+        adapter_config = folder / ADAPTER_CONFIG
+        if (folder / SETTINGS_FILE).is_file():
+            settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+        elif adapter_config.is_file():
+            settings = dict(OFFICIAL_REVELA_SETTINGS)
+        else:
+            settings = {}
         settings.update(overrides)
-        return cls(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), **settings)
+        has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+        tokenizer_source = str(folder)
+        if not has_tokenizer and adapter_config.is_file():
+            tokenizer_source = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token))
+        return cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
 
     # ------------------------------------------------------------------ encoding
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -162,7 +231,7 @@ def tokenize_texts(
     """Right-padded `prefix + text` token ids and mask; with `append_eos` the EOS id ends every row (truncation keeps it)."""
     if append_eos and tokenizer.eos_token_id is None:
         raise ValueError("eos pooling needs a tokenizer with an EOS token")
-    limit = max_length - 1 if append_eos else max_length
+    limit = max_length - 1 if append_eos and not appends_eos(tokenizer) else max_length  # room for the EOS we add
     rows = tokenizer([prefix + t for t in texts], truncation=True, max_length=limit)["input_ids"]
     if append_eos:
         eos = tokenizer.eos_token_id

@@ -1,0 +1,37 @@
+"""`revela index --retriever R --corpus corpus.jsonl --output DIR`: encode a corpus into sharded faiss indexes."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index", help="encode a corpus into a (sharded) faiss index",
+        description="Encode a BEIR-style corpus.jsonl (or a BEIR folder) with a retriever and write faiss shards "
+                    "(flat or HNSW, inner product). Shards are built one at a time, so corpora larger than memory work.")
+    parser.add_argument("--retriever", required=True, help="Revela retriever or sentence-transformers folder/Hub repo")
+    parser.add_argument("--corpus", required=True, help="corpus.jsonl, or a BEIR folder holding one")
+    parser.add_argument("--output", required=True, help="index folder")
+    parser.add_argument("--kind", choices=("flat", "hnsw"), default="flat")
+    parser.add_argument("--shard-size", type=int, default=100_000, help="documents per shard (default 100000)")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (default 32)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from revela_hf.evaluation.beir import iter_corpus
+    from revela_hf.search import ShardedIndex, load_encoder
+
+    corpus = Path(args.corpus)
+    folder = corpus if corpus.is_dir() else corpus.parent
+    if not corpus.is_dir() and corpus.name != "corpus.jsonl":
+        raise ValueError(f"--corpus must be a corpus.jsonl file or a BEIR folder, got {corpus}")
+    index = ShardedIndex.build(load_encoder(args.retriever), iter_corpus(folder), args.output, kind=args.kind,
+                               shard_size=args.shard_size, batch_size=args.batch_size, hnsw_m=args.hnsw_m,
+                               encoder_name=args.retriever)
+    print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s) at {args.output}")
+    return 0

@@ -1,0 +1,26 @@
+"""`revela push FOLDER REPO_ID`: publish a saved retriever folder to the Hub."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("push", help="upload a retriever folder to the Hugging Face Hub",
+                                   description="Load a retriever folder and push it (adapter, tokenizer, settings, "
+                                               "sentence-transformers files, model card) to a Hub repo.")
+    parser.add_argument("folder", help="retriever folder written by save_pretrained")
+    parser.add_argument("repo_id", help="target repo, e.g. user/revela-135m")
+    parser.add_argument("--base-model", help="Hub id of the base model, recorded in the adapter config")
+    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--commit-message", default="Upload Revela retriever")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from revela_hf.retriever import RevelaRetriever
+
+    retriever = RevelaRetriever.from_pretrained(args.folder)
+    url = retriever.push_to_hub(args.repo_id, private=args.private or None, commit_message=args.commit_message, base_model=args.base_model)
+    print(f"pushed to {url}")
+    return 0

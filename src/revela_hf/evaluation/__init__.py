@@ -1,0 +1,25 @@
+"""Retrieval evaluation: metrics, BEIR folders, the BM25 baseline, result tables and plots."""
+
+from revela_hf.evaluation.beir import BeirDataset, iter_corpus, load_beir, write_beir
+from revela_hf.evaluation.bm25 import BM25Retriever
+from revela_hf.evaluation.evaluate import evaluate_retrieval, evaluate_table, format_table, retrieve, save_table
+from revela_hf.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, retrieval_metrics
+from revela_hf.evaluation.plots import plot_results
+
+__all__ = [
+    "BM25Retriever",
+    "BeirDataset",
+    "evaluate_retrieval",
+    "evaluate_table",
+    "format_table",
+    "iter_corpus",
+    "load_beir",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "plot_results",
+    "recall_at_k",
+    "retrieval_metrics",
+    "retrieve",
+    "save_table",
+    "write_beir",
+]

@@ -1,0 +1,98 @@
+"""Reading and writing BEIR folders: corpus.jsonl, queries.jsonl and qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class BeirDataset:
+    """A retrieval test set. `corpus` maps doc id -> {"title", "text"}; `queries` holds only judged queries."""
+
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+    def doc_texts(self) -> tuple[list[str], list[str]]:
+        """Doc ids and their texts (title and body joined), in corpus order."""
+        ids = list(self.corpus)
+        return ids, [doc_text(self.corpus[i]) for i in ids]
+
+
+def doc_text(doc: Mapping[str, str]) -> str:
+    """The text a retriever sees for a BEIR document: title, a space, then body."""
+    title, text = doc.get("title") or "", doc.get("text") or ""
+    return f"{title} {text}".strip()
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"BEIR folder is missing {path.name}: {path}")
+    return path
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """Rows of a JSON-lines file, skipping blank lines."""
+    with open(_require(Path(path)), encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
+
+
+def iter_corpus(data_dir: str | Path) -> Iterator[tuple[str, str]]:
+    """Stream (doc id, text) from `corpus.jsonl` without holding the corpus in memory."""
+    for row in iter_jsonl(Path(data_dir) / "corpus.jsonl"):
+        yield str(row["_id"]), doc_text(row)
+
+
+def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """A qrels TSV (header row, then query-id, corpus-id, score)."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(_require(Path(path)), encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t")
+        next(rows, None)
+        for row in rows:
+            if len(row) < 3:
+                continue
+            qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+    return qrels
+
+
+def load_beir(data_dir: str | Path, split: str = "test") -> BeirDataset:
+    """Load a BEIR folder; queries without judgments in `qrels/<split>.tsv` are dropped."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no BEIR folder at {root}")
+    corpus = {str(row["_id"]): {"title": row.get("title") or "", "text": row.get("text") or ""} for row in iter_jsonl(root / "corpus.jsonl")}
+    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
+    queries = {str(row["_id"]): row["text"] for row in iter_jsonl(root / "queries.jsonl") if str(row["_id"]) in qrels}
+    missing = set(qrels) - set(queries)
+    if missing:
+        raise ValueError(f"{len(missing)} judged queries are missing from queries.jsonl, e.g. {sorted(missing)[:3]}")
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def write_beir(data_dir: str | Path, dataset: BeirDataset, split: str = "test") -> Path:
+    """Write `dataset` as a BEIR folder and return its path."""
+    root = Path(data_dir)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as handle:
+        for doc_id, doc in dataset.corpus.items():
+            handle.write(json.dumps({"_id": doc_id, "title": doc.get("title", ""), "text": doc.get("text", "")}) + "\n")
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for query_id, text in dataset.queries.items():
+            handle.write(json.dumps({"_id": query_id, "text": text}) + "\n")
+    with open(root / "qrels" / f"{split}.tsv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["query-id", "corpus-id", "score"])
+        for query_id, rels in dataset.qrels.items():
+            for doc_id, score in rels.items():
+                writer.writerow([query_id, doc_id, score])
+    return root

@@ -1,0 +1,38 @@
+"""Bar chart of a results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from revela_hf.evaluation.evaluate import HEADLINE_METRICS  # noqa: E402
+
+
+def plot_results(table: dict[str, dict[str, float]], path: str | Path, metrics: tuple[str, ...] = HEADLINE_METRICS, title: str = "Retrieval results") -> Path:
+    """Grouped bars (one group per metric, one bar per retriever, scores in percent) saved as PNG."""
+    if not table:
+        raise ValueError("nothing to plot: the results table is empty")
+    names = list(table)
+    positions = np.arange(len(metrics))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(metrics) * max(1, len(names)) / 2), 4))
+    for i, name in enumerate(names):
+        values = [100 * table[name][m] for m in metrics]
+        bars = ax.bar(positions + (i - (len(names) - 1) / 2) * width, values, width, label=Path(name).name or name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(positions, [m.replace("ndcg", "nDCG").replace("mrr", "MRR").replace("recall", "Recall") for m in metrics])
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,112 @@
+"""Publishing a retriever folder: sentence-transformers files, EOS-appending tokenizers, Hub I/O.
+
+A published Revela retriever folder loads four ways: `RevelaRetriever.from_pretrained`,
+`AutoModel.from_pretrained` (transformers' PEFT integration: base model + adapter),
+`PeftModel.from_pretrained(base, folder)` and `SentenceTransformer(folder)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, snapshot_download
+from transformers import PreTrainedTokenizerBase
+
+ST_POOLING = {"eos": "lasttoken", "last": "lasttoken", "mean": "mean", "cls": "cls"}
+OFFICIAL_REVELA_SETTINGS = {"pooling": "eos", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
+
+
+def resolve_model_dir(name_or_path: str | Path, revision: str | None = None, token: str | None = None) -> Path:
+    """A local folder as is; anything else is a Hub repo id, downloaded with `snapshot_download`."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{name_or_path} is not a model folder")
+    return Path(snapshot_download(repo_id=str(name_or_path), revision=revision, token=token))
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str = "Upload Revela retriever", revision: str | None = None) -> str:
+    """Create `repo_id` if needed and upload `folder` to it; returns the commit URL."""
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message, revision=revision)
+    return info.commit_url
+
+
+def appends_eos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer itself ends every encoding with its EOS token."""
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[-1] == tokenizer.eos_token_id
+
+
+def eos_appending_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A copy of a fast tokenizer whose post-processor also appends EOS (so any library pools the EOS state).
+
+    Special tokens the tokenizer already adds around the text (e.g. a BOS) are kept.
+    """
+    if appends_eos(tokenizer):
+        return tokenizer
+    if not getattr(tokenizer, "is_fast", False) or tokenizer.eos_token is None:
+        raise ValueError("appending EOS through the tokenizer needs a fast tokenizer with an EOS token")
+    from tokenizers import processors
+
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain)
+    before = tokenizer.convert_ids_to_tokens(full[:start])
+    after = tokenizer.convert_ids_to_tokens(full[start + len(plain) :]) + [tokenizer.eos_token]
+    single = " ".join([*(f"{t}:0" for t in before), "$A:0", *(f"{t}:0" for t in after)])
+    pair = " ".join([single, *(f"{t}:1" for t in before), "$B:1", *(f"{t}:1" for t in after)])
+    special = {t: tokenizer.convert_tokens_to_ids(t) for t in [*before, *after]}
+    result = copy.deepcopy(tokenizer)
+    result.backend_tokenizer.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=list(special.items()))
+    return result
+
+
+def _write_json(path: Path, payload: dict[str, Any] | list[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def write_sentence_transformers_files(folder: str | Path, settings: dict[str, Any], embedding_dim: int) -> None:
+    """modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/ and config_sentence_transformers.json.
+
+    Written in the long-standing layout every sentence-transformers release reads. With "eos"
+    pooling the saved tokenizer appends EOS itself (see `eos_appending_tokenizer`).
+    """
+    root = Path(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if settings["normalize"]:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
+    _write_json(root / "modules.json", modules)
+    _write_json(root / "sentence_bert_config.json", {"max_seq_length": settings["max_length"], "do_lower_case": False})
+    mode = ST_POOLING[settings["pooling"]]
+    _write_json(root / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": embedding_dim,
+        "pooling_mode_cls_token": mode == "cls",
+        "pooling_mode_mean_tokens": mode == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": mode == "lasttoken",
+        "include_prompt": True,
+    })
+    _write_json(root / "config_sentence_transformers.json", {
+        "prompts": {"query": settings["query_prefix"], "document": settings["passage_prefix"]},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine" if settings["normalize"] else "dot",
+    })
+
+
+def set_adapter_base_model(folder: str | Path, base_model: str) -> None:
+    """Point a saved adapter at `base_model` (a Hub repo id), so loaders elsewhere can fetch it."""
+    path = Path(folder) / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model
+    _write_json(path, config)

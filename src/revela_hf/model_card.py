@@ -1,0 +1,96 @@
+"""Model cards for published retrievers, rendered from `model_cards/revela_retriever.md`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from string import Template
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCardData
+
+TEMPLATE = "revela_retriever.md"
+METRIC_NAMES = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10", "recall@100": "recall_at_100"}
+
+
+@dataclass
+class CardInfo:
+    """What the retriever itself does not know: how it was trained and how it scored.
+
+    `eval_results` maps a dataset name to metrics keyed like "ndcg@10" (fractions, not percent).
+    """
+
+    training_data: list[str] = field(default_factory=list)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    eval_results: dict[str, dict[str, float]] = field(default_factory=dict)
+    license: str = "apache-2.0"
+    language: list[str] = field(default_factory=lambda: ["en"])
+
+
+def _hyperparameter_table(hyperparameters: dict[str, Any]) -> str:
+    if not hyperparameters:
+        return "Hyper-parameters were not recorded."
+    return "\n".join(["| hyper-parameter | value |", "|---|---|", *(f"| {k} | `{v}` |" for k, v in hyperparameters.items())])
+
+
+def _evaluation_table(eval_results: dict[str, dict[str, float]]) -> str:
+    if not eval_results:
+        return "No evaluation results were recorded. Run `revela evaluate --retriever REPO --data BEIR_FOLDER`."
+    metrics = sorted({m for scores in eval_results.values() for m in scores}, key=lambda m: (m.split("@")[0], int(m.split("@")[1])) if "@" in m else (m, 0))
+    rows = [f"| {name} | " + " | ".join(f"{100 * scores[m]:.2f}" if m in scores else "-" for m in metrics) + " |" for name, scores in eval_results.items()]
+    return "\n".join(["| dataset | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics), *rows, "", "Scores in percent."])
+
+
+def _metadata(repo_id: str, base_model: str, is_adapter: bool, info: CardInfo) -> str:
+    eval_results = [
+        EvalResult(task_type="Retrieval", dataset_type=name, dataset_name=name, dataset_split="test", metric_type=METRIC_NAMES.get(metric, metric), metric_value=100 * value)
+        for name, scores in info.eval_results.items()
+        for metric, value in scores.items()
+    ]
+    data = ModelCardData(
+        base_model=base_model,
+        datasets=info.training_data or None,
+        eval_results=eval_results or None,
+        language=info.language,
+        library_name="peft" if is_adapter else "sentence-transformers",
+        license=info.license,
+        model_name=repo_id,
+        pipeline_tag="sentence-similarity",
+        tags=["revela", "revela-hf", "sentence-transformers", "feature-extraction", "sentence-similarity", "retrieval", "mteb"] + (["peft", "lora"] if is_adapter else []),
+    )
+    return data.to_yaml()
+
+
+def _pooling_snippet(settings: dict[str, Any]) -> str:
+    if settings["pooling"] == "mean":
+        lines = ["mask = batch['attention_mask'].unsqueeze(-1).float()", "embedding = (hidden * mask).sum(1) / mask.sum(1)"]
+    elif settings["pooling"] == "cls":
+        lines = ["embedding = hidden[:, 0]"]
+    else:
+        lines = ["embedding = hidden[:, -1]  # the tokenizer appends EOS; its state is the embedding"]
+    if settings["normalize"]:
+        lines.append("embedding = F.normalize(embedding, dim=-1)")
+    return "\n".join(lines)
+
+
+def render_model_card(repo_id: str, settings: dict[str, Any], base_model: str, embedding_dim: int, is_adapter: bool, info: CardInfo | None = None) -> str:
+    """The README.md of a published retriever: Hub/mteb metadata, settings, training, results, usage."""
+    info = info or CardInfo()
+    template = Template(resources.files("revela_hf").joinpath("model_cards", TEMPLATE).read_text(encoding="utf-8"))
+    return template.substitute(
+        metadata=_metadata(repo_id, base_model, is_adapter, info),
+        title=repo_id.split("/")[-1],
+        weights_note="a LoRA adapter for the base model" if is_adapter else "the full encoder weights",
+        base_model=base_model,
+        pooling=settings["pooling"],
+        query_prefix=settings["query_prefix"],
+        passage_prefix=settings["passage_prefix"],
+        normalize="yes" if settings["normalize"] else "no",
+        max_length=settings["max_length"],
+        embedding_dim=embedding_dim,
+        training_data=", ".join(info.training_data) or "not recorded",
+        hyperparameters=_hyperparameter_table(info.hyperparameters),
+        evaluation=_evaluation_table(info.eval_results),
+        repo_id=repo_id,
+        transformers_pooling=_pooling_snippet(settings),
+    )
