@@ -1,0 +1,117 @@
+"""Metrics against a hand-computed example, BEIR IO, BM25 and `evaluate_retrieval` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from revela_hf.evaluation import (
+    BeirDataset,
+    evaluate_retrieval,
+    format_table,
+    load_beir,
+    mrr_at_k,
+    ndcg_at_k,
+    plot_results,
+    recall_at_k,
+    write_beir,
+)
+
+QRELS = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
+RESULTS = {"q1": {"d2": 0.9, "d3": 0.8, "d1": 0.7}, "q2": {"d1": 0.5}}
+# q1: DCG = 0 + 2/log2(3) + 1/log2(4), IDCG = 2 + 1/log2(3); q2 finds nothing relevant.
+NDCG_Q1 = (2 / math.log2(3) + 0.5) / (2 + 1 / math.log2(3))
+
+
+def test_metrics_match_hand_computation():
+    assert ndcg_at_k(QRELS, RESULTS, 10) == pytest.approx(NDCG_Q1 / 2)
+    assert mrr_at_k(QRELS, RESULTS, 10) == pytest.approx(0.25)
+    assert recall_at_k(QRELS, RESULTS, 100) == pytest.approx(0.5)
+    assert recall_at_k(QRELS, RESULTS, 2) == pytest.approx(0.25)  # q1 finds d3 only in its top 2
+    assert mrr_at_k(QRELS, RESULTS, 1) == 0.0
+    assert ndcg_at_k({"q": {"a": 1}}, {"q": {"a": 1.0}}, 10) == pytest.approx(1.0)
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="k must be"):
+        ndcg_at_k(QRELS, RESULTS, 0)
+    with pytest.raises(ValueError, match="no query"):
+        mrr_at_k({"q": {"a": 0}}, RESULTS, 10)
+
+
+class TableEncoder:
+    """A real encoder whose vectors are looked up in a table (so the ranking is known in advance)."""
+
+    vectors = {"find q1": [1.0, 0.0], "find q2": [0.0, 1.0], "alpha": [0.7, 0.0], "beta": [0.9, 0.1], "gamma": [0.8, -0.5]}
+
+    def _encode(self, texts):
+        return np.array([self.vectors[t] for t in texts], dtype=np.float32)
+
+    def encode_queries(self, texts, batch_size=32):
+        return self._encode(texts)
+
+    def encode_corpus(self, texts, batch_size=32):
+        return self._encode(texts)
+
+
+@pytest.fixture
+def beir_folder(tmp_path):
+    dataset = BeirDataset(
+        corpus={"d1": {"title": "", "text": "alpha"}, "d2": {"title": "", "text": "beta"}, "d3": {"title": "", "text": "gamma"}},
+        queries={"q1": "find q1", "q2": "find q2"},
+        qrels=QRELS,
+    )
+    return write_beir(tmp_path / "toy", dataset)
+
+
+def test_evaluate_retrieval_end_to_end(beir_folder):
+    # q1 scores: d2 0.9, d3 0.8, d1 0.7; q2 scores: d2 0.1, d1 0.0, d3 -0.5 -> the d2 hit is at rank 1.
+    metrics = evaluate_retrieval(TableEncoder(), beir_folder, k_values=(10, 100))
+    assert metrics["ndcg@10"] == pytest.approx((NDCG_Q1 + 1.0) / 2)
+    assert metrics["mrr@10"] == pytest.approx((0.5 + 1.0) / 2)
+    assert metrics["recall@100"] == pytest.approx(1.0)
+
+
+def test_load_beir_round_trip_and_errors(beir_folder, tmp_path):
+    data = load_beir(beir_folder)
+    assert data.qrels == QRELS and data.queries["q1"] == "find q1" and data.corpus["d2"]["text"] == "beta"
+    with pytest.raises(FileNotFoundError, match="corpus.jsonl"):
+        load_beir(tmp_path)
+
+
+def test_bm25_on_the_same_table(beir_folder):
+    data = load_beir(beir_folder)
+    metrics = evaluate_retrieval("bm25", beir_folder)
+    assert set(metrics) == {"ndcg@10", "ndcg@100", "mrr@10", "mrr@100", "recall@10", "recall@100"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values()) and data
+
+
+def test_table_and_plot(tmp_path):
+    table = {"bm25": {"ndcg@10": 0.5, "mrr@10": 0.4, "recall@100": 0.9}, "revela": {"ndcg@10": 0.6, "mrr@10": 0.5, "recall@100": 0.95}}
+    text = format_table(table)
+    assert "| bm25 | 50.00 | 40.00 | 90.00 |" in text
+    png = plot_results(table, tmp_path / "plot.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_evaluate_sentence_transformers_and_bm25(beir_folder, tmp_path, capsys):
+    from revela_hf.assets import minilm_path
+    from revela_hf.cli import main
+
+    out, plot = tmp_path / "results.json", tmp_path / "results.png"
+    code = main(["evaluate", "--retriever", minilm_path(), "--data", str(beir_folder), "--output", str(out), "--plot", str(plot)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| bm25 |" in printed and "ndcg@10" in printed
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {minilm_path(), "bm25"} and plot.is_file()
+
+
+def test_cli_evaluate_reports_missing_data(tmp_path, capsys):
+    from revela_hf.cli import main
+
+    assert main(["evaluate", "--retriever", "bm25", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "no BEIR folder" in capsys.readouterr().err

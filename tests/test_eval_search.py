@@ -1,0 +1,59 @@
+"""Sharded faiss indexes (flat and HNSW) and the `revela index` / `revela search` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from revela_hf.evaluation import BeirDataset, write_beir
+from revela_hf.search import ShardedIndex
+
+DOCS = [(f"d{i}", f"document number {i}") for i in range(7)]
+
+
+class OneHotEncoder:
+    """Document i -> unit vector e_i; a query "document number i" -> e_i as well."""
+
+    def _encode(self, texts):
+        out = np.zeros((len(texts), 8), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, int(text.split()[-1])] = 1.0
+        return out
+
+    encode_queries = encode_corpus = lambda self, texts, batch_size=32: self._encode(texts)  # noqa: E731
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_sharded_index_finds_the_right_document(tmp_path, kind):
+    index = ShardedIndex.build(OneHotEncoder(), iter(DOCS), tmp_path / "idx", kind=kind, shard_size=3)
+    assert index.config.shards == ["shard_00000", "shard_00001", "shard_00002"] and index.config.num_docs == 7
+    reopened = ShardedIndex.load(tmp_path / "idx")
+    hits = reopened.search(OneHotEncoder().encode_queries(["document number 5", "document number 1"]), top_k=3)
+    assert [h.doc_id for h in hits[0]][0] == "d5" and hits[0][0].score == pytest.approx(1.0)
+    assert hits[1][0].doc_id == "d1" and hits[1][0].text == "document number 1"
+    assert len(hits[0]) == 3 and hits[0][1].score == pytest.approx(0.0)
+
+
+def test_index_errors(tmp_path):
+    with pytest.raises(ValueError, match="empty corpus"):
+        ShardedIndex.build(OneHotEncoder(), iter([]), tmp_path / "empty")
+    with pytest.raises(ValueError, match="index kind"):
+        ShardedIndex.build(OneHotEncoder(), iter(DOCS), tmp_path / "bad", kind="ivf")
+    with pytest.raises(FileNotFoundError, match="revela index"):
+        ShardedIndex.load(tmp_path / "missing")
+
+
+def test_cli_index_and_search(tmp_path, capsys):
+    from revela_hf.assets import minilm_path
+    from revela_hf.cli import main
+
+    corpus = {"py": "Python is a programming language with readable syntax", "paris": "Paris is the capital of France",
+              "cat": "Cats are small domesticated felines that purr"}
+    data = write_beir(tmp_path / "beir", BeirDataset(corpus={k: {"title": "", "text": v} for k, v in corpus.items()}, queries={}, qrels={}))
+    assert main(["index", "--retriever", minilm_path(), "--corpus", str(data / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--kind", "hnsw", "--shard-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["search", "what is the capital city of France?", "--index", str(tmp_path / "idx"), "--top-k", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["hits"][0]["id"] == "paris" and len(result["hits"]) == 2

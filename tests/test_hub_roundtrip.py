@@ -1,0 +1,121 @@
+"""Push a tiny trained retriever to a local Hub server, then load it by repo id in a fresh process
+through every loader (RevelaRetriever, AutoModel + adapter, PeftModel, SentenceTransformer) and
+compare embeddings. Also loads an adapter in the official Revela release format."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from huggingface_hub import constants
+from peft import LoraConfig, get_peft_model
+from transformers import AutoTokenizer, LlamaModel
+
+from hub_server import LocalHub
+from revela_hf.hub import push_folder, set_adapter_base_model
+from revela_hf.model_card import CardInfo
+from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
+
+BASE_REPO, REPO, OFFICIAL_REPO = "tests/tiny-llama", "tests/revela-tiny", "official/revela-tiny"
+
+LOADERS = textwrap.dedent('''
+    import json, sys
+    import torch
+    import torch.nn.functional as F
+    from peft import PeftModel
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+    from revela_hf.retriever import RevelaRetriever
+
+    repo, base_repo, official_repo, texts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    out = {}
+    retriever = RevelaRetriever.from_pretrained(repo)
+    out["revela"] = {"q": retriever.encode_queries(texts).tolist(), "p": retriever.encode_corpus(texts).tolist()}
+    st = SentenceTransformer(repo)
+    out["sentence-transformers"] = {"q": st.encode_query(texts).tolist(), "p": st.encode_document(texts).tolist()}
+    tokenizer = AutoTokenizer.from_pretrained(repo)
+
+    def manual(model, prefix):  # what the model card tells transformers/peft users to do
+        rows = []
+        for text in texts:
+            batch = tokenizer([prefix + text], return_tensors="pt", truncation=True, max_length=retriever.max_length)
+            with torch.no_grad():
+                rows.append(F.normalize(model(**batch).last_hidden_state[0, -1], dim=-1).tolist())
+        return rows
+
+    auto = AutoModel.from_pretrained(repo)
+    out["transformers"] = {"q": manual(auto, retriever.query_prefix), "p": manual(auto, retriever.passage_prefix)}
+    peft = PeftModel.from_pretrained(AutoModel.from_pretrained(base_repo), repo)
+    out["peft"] = {"q": manual(peft, retriever.query_prefix), "p": manual(peft, retriever.passage_prefix)}
+    official = RevelaRetriever.from_pretrained(official_repo)
+    out["official"] = {"settings": official.settings(), "q": official.encode_queries(texts).tolist()}
+    print("RESULT" + json.dumps(out))
+''')
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    with LocalHub() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
+        yield server
+
+
+def _official_adapter(base, folder):
+    """An adapter saved the way the official Revela code saves its retriever: PEFT on the bare decoder."""
+    torch.manual_seed(2)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="FEATURE_EXTRACTION",
+                        init_lora_weights=False)
+    model = get_peft_model(LlamaModel.from_pretrained(base), config)
+    model.save_pretrained(folder)
+    set_adapter_base_model(folder, BASE_REPO)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    rows = []
+    for text in TEXTS:  # the official inference recipe: "query: " prefix, EOS appended, its state, L2-normalised
+        ids = torch.tensor([tokenizer("query: " + text)["input_ids"] + [tokenizer.eos_token_id]])
+        with torch.no_grad():
+            rows.append(F.normalize(model(input_ids=ids).last_hidden_state[0, -1], dim=-1))
+    return folder, torch.stack(rows)
+
+
+def test_push_then_load_everywhere_in_a_fresh_process(hub, tmp_path):
+    base = tiny_decoder(tmp_path / "base")
+    push_folder(base, BASE_REPO)
+    retriever = tiny_revela(base, max_length=24)
+    card = CardInfo(training_data=["python-docs"], hyperparameters={"lora_r": 4, "group_size": 4}, eval_results={"HumanEval": {"ndcg@10": 0.5}})
+    retriever.push_to_hub(REPO, base_model=BASE_REPO, card=card)
+    official_folder, official_expected = _official_adapter(base, tmp_path / "official")
+    push_folder(official_folder, OFFICIAL_REPO)
+    expected = {"q": retriever.encode_queries(TEXTS, show_progress_bar=False), "p": retriever.encode_corpus(TEXTS, show_progress_bar=False)}
+
+    uploaded = dict(hub.repos[("models", REPO)].commits[-1][1])
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "revela_retriever.json", "modules.json",
+            "1_Pooling/config.json", "config_sentence_transformers.json", "README.md"} <= set(uploaded)
+    assert not any(name.startswith("model") and name.endswith(".safetensors") for name in uploaded)  # retriever only
+    assert json.loads(uploaded["adapter_config.json"])["base_model_name_or_path"] == BASE_REPO
+    card_text = uploaded["README.md"].decode()
+    assert "base_model: tests/tiny-llama" in card_text and "SentenceTransformer(\"tests/revela-tiny\")" in card_text
+    assert "| HumanEval | 50.00 |" in card_text and "| lora_r | `4` |" in card_text
+
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    run = subprocess.run([sys.executable, "-c", LOADERS, REPO, BASE_REPO, OFFICIAL_REPO, json.dumps(TEXTS)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
+    for loader in ("revela", "sentence-transformers", "transformers", "peft"):
+        for side in ("q", "p"):
+            diff = (torch.tensor(loaded[loader][side]) - expected[side]).abs().max().item()
+            assert diff < 1e-5, f"{loader} {side}: max difference {diff}"
+
+    official = loaded["official"]
+    assert official["settings"]["query_prefix"] == "query: " and official["settings"]["pooling"] == "eos"
+    assert (torch.tensor(official["q"]) - official_expected).abs().max().item() < 1e-5
+    assert ("GET", f"/api/models/{REPO}/revision/main") in hub.requests
