@@ -108,8 +108,9 @@ class Chunker:
                 return [Piece(line, sep if i == 0 else "\n") for i, line in enumerate(lines) if line.strip()]
             units.insert(0, lines[:1])
         pieces: list[Piece] = []
-        for unit in units:
-            pieces.extend(self._code_pieces(unit, sep if not pieces else "\n"))
+        for i, unit in enumerate(units):
+            gap = sep if i == 0 else ("\n\n" if not units[i - 1][-1].strip() else "\n")
+            pieces.extend(self._code_pieces(unit, gap))
         return [p for p in pieces if p.text.strip()]
 
     def _prose_pieces(self, lines: list[str], sep: str) -> list[Piece]:
@@ -189,8 +190,24 @@ class Chunker:
             size = min(self.limit, len(words) - start)
             while size > 1 and self.measure(" ".join(words[start:start + size])) > self.limit:
                 size = max(1, size * 3 // 4) if size > 8 else size - 1
-            yield " ".join(words[start:start + size])
+            if size == 1 and self.measure(words[start]) > self.limit:
+                yield from self._split_word(words[start])
+            else:
+                yield " ".join(words[start:start + size])
             start += size
+
+    def _split_word(self, word: str) -> Iterator[str]:
+        """Cut a single word longer than the limit (a long identifier, URL or literal) by characters."""
+        while word:
+            low, high = 1, len(word)  # longest prefix that fits: binary search
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self.measure(word[:middle]) <= self.limit:
+                    low = middle
+                else:
+                    high = middle - 1
+            yield word[:low]
+            word = word[low:]
 
     def chunks(self, text: str, kind: str = "text") -> list[str]:
         """Cut a document into chunks that each measure at most the limit."""
