@@ -4,6 +4,8 @@
 mid-training; `RegroupCallback` re-encodes the corpus every N steps with `model.retriever` and
 swaps in new embedding groups, so later steps see groups the current retriever finds related.
 The dataset must live in the training process (dataloader_num_workers=0): workers hold copies.
+New groups reach the batches the loader fetches after the swap (accelerate's loader prefetches
+one batch, so the step right after a swap still gets an old group).
 """
 
 from __future__ import annotations
