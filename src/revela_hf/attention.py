@@ -1,7 +1,8 @@
 """In-batch attention hooked into stock transformers through its attention interface.
 
-`ATTN_IMPLEMENTATION` ("revela") is registered with `AttentionInterface` and
-`AttentionMaskInterface`. It runs the normal SDPA attention and, when the model's forward
+`ATTN_IMPLEMENTATION` ("revela", over SDPA) and `EAGER_ATTN_IMPLEMENTATION` ("revela_eager", over
+the model's own eager attention, for families such as Gemma2 whose softcapping SDPA cannot do) are
+registered with `AttentionInterface` and `AttentionMaskInterface`. Each runs the normal attention and, when the model's forward
 receives `revela_context=InBatchContext(...)`, either records the layer's key/value
 ("record", the clean e-stream pass) or adds the similarity-weighted in-batch term computed
 against the recorded key/value ("inject", the h-stream pass). Without a context it is plain SDPA,
@@ -10,18 +11,22 @@ so `generate()` and ordinary forwards are unchanged.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from revela_hf.ops import inbatch_attention
 
 ATTN_IMPLEMENTATION = "revela"
+EAGER_ATTN_IMPLEMENTATION = "revela_eager"
 
 
 @dataclass
@@ -45,6 +50,11 @@ class InBatchContext:
         return self.layers is None or layer_idx in self.layers
 
 
+def _eager_attention_of(module: nn.Module) -> Callable:
+    """The eager attention function defined in the module's own modeling file."""
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
 def revela_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -54,12 +64,13 @@ def revela_attention_forward(
     scaling: float | None = None,
     dropout: float = 0.0,
     revela_context: InBatchContext | None = None,
+    *,
+    eager: bool = False,
     **kwargs,
-) -> tuple[torch.Tensor, None]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """query `(B, H, L, D)`, key/value `(B, Hkv, L, D)` after rotary; returns `(B, L, H, D)` like SDPA."""
-    out, attn_weights = sdpa_attention_forward(
-        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-    )
+    base = _eager_attention_of(module) if eager else sdpa_attention_forward
+    out, attn_weights = base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if revela_context is None or not revela_context.selects(module.layer_idx):
         return out, attn_weights
     if revela_context.mode == "record":
@@ -83,14 +94,16 @@ def revela_attention_forward(
 
 
 def enable_inbatch_attention(model: PreTrainedModel) -> None:
-    """Switch a transformers decoder to the "revela" attention (SDPA + optional in-batch term)."""
-    if not getattr(model, "_supports_sdpa", False):
+    """Switch a transformers decoder to the revela attention (its normal attention + optional in-batch term)."""
+    if not model._can_set_attn_implementation():
         raise ValueError(
-            f"{type(model).__name__} does not support SDPA attention, which the revela attention wraps; "
-            "use a decoder family that does (Llama, Qwen2/3, Mistral, Gemma2/3, ...)"
+            f"{type(model).__name__} does not dispatch its attention through transformers' AttentionInterface, "
+            "so in-batch attention cannot be attached; use a decoder family that does (Llama, Qwen2/3, Mistral, Gemma2/3, ...)"
         )
-    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    model.set_attn_implementation(ATTN_IMPLEMENTATION if model._supports_sdpa else EAGER_ATTN_IMPLEMENTATION)
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, revela_attention_forward)
 AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+AttentionInterface.register(EAGER_ATTN_IMPLEMENTATION, partial(revela_attention_forward, eager=True))
+AttentionMaskInterface.register(EAGER_ATTN_IMPLEMENTATION, eager_mask)
