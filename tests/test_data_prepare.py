@@ -114,8 +114,10 @@ def test_table_inputs_and_per_source_flags(tmp_path):
     assert flags == {"argparse": True, "saved": False}
     assert summary.skipped["duplicate chunk"] > 0  # the saved dataset repeats three parquet rows
     assert any(d.startswith("argparse:docs.jsonl#") for row in rows for d in row["doc_ids"])
-    with pytest.raises(ValueError, match="no text column 'text'"):
-        prepare([tmp_path / "in"], tmp_path / "bad", group_size=4, show_progress=False)
+    with pytest.raises(ValueError, match="no text column 'text'"):  # a table named explicitly
+        prepare([tmp_path / "in" / "docs.jsonl"], tmp_path / "bad", group_size=4, show_progress=False)
+    summary, _ = run(tmp_path, "mixed", [tmp_path / "in", STDLIB / "json"], strategy="random", group_size=4)
+    assert summary.skipped["table file without a usable 'text' column"] == 2  # tables met in a folder walk
 
 
 def test_bad_files_are_skipped_and_counted(tmp_path):

@@ -105,7 +105,12 @@ class DocumentReader:
     def _read_file(self, path: Path, source: str, doc_id: str, explicit: bool = False) -> Iterator[Document]:
         suffix = path.suffix.lower()
         if suffix in TABLE_EXTENSIONS:
-            yield from self._read_table(path, source, doc_id)
+            try:
+                yield from self._read_table(path, source, doc_id)
+            except ValueError:
+                if explicit:
+                    raise
+                self.skipped[f"table file without a usable {self.text_column!r} column"] += 1
             return
         kind = kind_of(path) or ("text" if explicit else None)
         if kind is None:
@@ -137,14 +142,14 @@ class DocumentReader:
 
     def _row_document(self, row: dict, source: str, doc_id: str) -> Document | None:
         if self.text_column not in row:
-            raise ValueError(f"{doc_id}: no text column {self.text_column!r}; columns are {sorted(row)}")
+            raise ValueError(f"{doc_id}: no text column {self.text_column!r}; columns are {sorted(map(str, row))}")
         text = row[self.text_column]
         if not isinstance(text, str) or not text.strip():
             self.skipped["row with empty or non-text value"] += 1
             return None
         if self.id_column is not None:
             if self.id_column not in row:
-                raise ValueError(f"{doc_id}: no id column {self.id_column!r}; columns are {sorted(row)}")
+                raise ValueError(f"{doc_id}: no id column {self.id_column!r}; columns are {sorted(map(str, row))}")
             doc_id = f"{source}:{row[self.id_column]}"
         return Document(text, "text", source, doc_id)
 
