@@ -1,0 +1,59 @@
+"""`revela train`: train a retriever with Revela on a dataset written by `revela prepare`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train LM + retriever on prepared groups (resumes from the last checkpoint)")
+    parser.add_argument("--data", required=True, help="folder written by `revela prepare`")
+    parser.add_argument("--lm", required=True, help="causal LM folder (transformers format)")
+    parser.add_argument("--retriever", help="retriever backbone folder (default: the LM's)")
+    parser.add_argument("--retriever-layers", type=int, help="keep only the first N retriever layers")
+    parser.add_argument("--output", required=True, help="output folder; the retriever ends in OUTPUT/retriever")
+    parser.add_argument("--max-steps", type=int, default=100)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--temperature", type=float, default=1e-3, help="Sim temperature (paper: 1e-4)")
+    parser.add_argument("--lora-r", type=int, default=16, help="retriever LoRA rank (0 = train all weights)")
+    parser.add_argument("--lm-lora-r", type=int, help="LoRA rank on the LM (needs --train-lm)")
+    parser.add_argument("--train-lm", action="store_true", help="train the LM too (default: frozen)")
+    parser.add_argument("--inbatch-layers", default="-4,-3,-2,-1", help="LM layers with in-batch attention, or 'all'")
+    parser.add_argument("--max-length", type=int, default=160)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--save-steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from revela_hf.trainer import RevelaTrainingArguments
+    from revela_hf.training import ModelSpec, train
+
+    layers = None if args.inbatch_layers == "all" else [int(i) for i in args.inbatch_layers.split(",")]
+    spec = ModelSpec(
+        lm=args.lm,
+        retriever=args.retriever,
+        retriever_layers=args.retriever_layers,
+        retriever_lora_r=args.lora_r,
+        lm_lora_r=args.lm_lora_r,
+        freeze_lm=not args.train_lm,
+        inbatch_layers=layers,
+        temperature=args.temperature,
+    )
+    training_args = RevelaTrainingArguments(
+        output_dir=args.output,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        warmup_steps=max(1, args.max_steps // 10),
+        lr_scheduler_type="cosine",
+        max_length=args.max_length,
+        retriever_max_length=args.max_length,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        save_steps=args.save_steps,
+        report_to=[],
+        seed=args.seed,
+    )
+    trainer = train(spec, args.data, training_args)
+    print(f"retriever saved to {args.output}/retriever ({trainer.state.global_step} steps)")
+    return 0

@@ -1,0 +1,161 @@
+"""`revela demo`: train SmolLM2-135M into a code retriever from raw source code, on this CPU, with numbers.
+
+Recipe (shared/CALIBRATION.md, the design that learned on 2 cores): the full 30-layer SmolLM2 is
+the LM, frozen, with the in-batch term in its top 4 layers only; the retriever is SmolLM2 cut to 6
+layers with LoRA; tau = 1e-3; groups of 8 function-level chunks of one module. Evaluation:
+HumanEval docstring -> solution (doctests stripped), before and after, next to BM25 and
+all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from revela_hf.assets import minilm_path, smollm2_path, training_text_sources
+from revela_hf.data.prepare import prepare
+from revela_hf.evaluation import evaluate_retrieval, format_table
+from revela_hf.humaneval import build_humaneval_beir
+from revela_hf.trainer import RevelaTrainingArguments
+from revela_hf.training import ModelSpec, build_model, train
+
+
+@dataclass
+class Budget:
+    """How much to train: `default` fits 25 minutes on 2 CPU cores, `ci` is a smoke test."""
+
+    max_steps: int
+    source_files: int
+    eval_every: int
+    lm_layers: int | None = None  # None = the full LM; fewer only for the smoke test
+    retriever_layers: int = 6
+    group_size: int = 8
+    max_tokens: int = 128
+
+
+BUDGETS = {
+    "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48),
+    "default": Budget(max_steps=90, source_files=400, eval_every=30),
+    "full": Budget(max_steps=400, source_files=1500, eval_every=50, retriever_layers=10, group_size=16),
+}
+
+
+class RetrievalCurve(TrainerCallback):
+    """Evaluates the retriever on a BEIR folder every `every` steps; keeps (step, nDCG@10)."""
+
+    def __init__(self, data_dir: str, every: int) -> None:
+        self.data_dir, self.every = data_dir, every
+        self.points: list[tuple[int, float]] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            score = evaluate_retrieval(model.retriever, self.data_dir)["ndcg@10"]
+            self.points.append((state.global_step, score))
+            print(f"[revela demo] step {state.global_step}: HumanEval nDCG@10 = {100 * score:.1f}", flush=True)
+
+
+def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int = 0) -> dict:
+    """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    plan = BUDGETS[budget]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    beir = build_humaneval_beir(str(out / "humaneval"))
+    corpus = out / "corpus"
+    if not corpus.exists():
+        sources = [p for p in training_text_sources() if p.suffix == ".py"]
+        step = max(1, len(sources) // plan.source_files)
+        prepare(
+            [str(p) for p in sources[::step][: plan.source_files]],
+            corpus,
+            group_size=plan.group_size,
+            strategy="document",
+            max_tokens=plan.max_tokens,
+            tokenizer=smollm2_path(),
+            seed=seed,
+            # First-half queries on code too: a function's opening (signature, docstring) is what a
+            # docstring -> code query resembles, and the calibration runs learned with it.
+            full_chunk_sources={"code": False},
+        )
+    spec = ModelSpec(
+        lm=smollm2_path(num_hidden_layers=plan.lm_layers),
+        retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
+        retriever_layers=None,
+    )
+    untrained, tokenizer = build_model(spec)
+    untrained.retriever.tokenizer = tokenizer
+    table = {"SmolLM2-135M untrained": evaluate_retrieval(untrained.retriever, beir)}
+    del untrained
+    curve = RetrievalCurve(beir, plan.eval_every)
+    args = RevelaTrainingArguments(
+        output_dir=str(out / "run"),
+        max_steps=plan.max_steps,
+        learning_rate=3e-4,
+        warmup_steps=max(1, plan.max_steps // 10),
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, plan.max_steps // 30),
+        save_steps=max(1, plan.max_steps // 3),
+        save_total_limit=1,
+        max_length=plan.max_tokens,
+        retriever_max_length=plan.max_tokens,
+        report_to=[],
+        seed=seed,
+        use_cpu=True,
+    )
+    trainer = train(spec, corpus, args, callbacks=[curve])
+    table["SmolLM2-135M + Revela"] = evaluate_retrieval(trainer.model.retriever, beir)
+    table["BM25"] = evaluate_retrieval("bm25", beir)
+    table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
+    results = {
+        "budget": budget,
+        "plan": asdict(plan),
+        "wall_time_s": round(time.time() - started, 1),
+        "threads": torch.get_num_threads(),
+        "table": table,
+        "curve": [{"step": s, "ndcg@10": v} for s, v in curve.points],
+        "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
+        "retriever": str(Path(args.output_dir) / "retriever"),
+    }
+    _write_json_atomically(out / "results.json", results)
+    _plot(results, out / "results.png")
+    print(format_table(table))
+    return results
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _plot(results: dict, path: Path) -> None:
+    """Training loss and HumanEval nDCG@10 over steps, with BM25 as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    loss = results["train_loss"]
+    left.plot([p["step"] for p in loss], [p["loss"] for p in loss])
+    left.set(title="LM loss (in-batch pass)", xlabel="step", ylabel="loss")
+    first = results["table"]["SmolLM2-135M untrained"]["ndcg@10"]
+    steps = [0] + [p["step"] for p in results["curve"]]
+    scores = [first] + [p["ndcg@10"] for p in results["curve"]]
+    right.plot(steps, [100 * s for s in scores], marker="o", label="SmolLM2 + Revela")
+    right.axhline(100 * results["table"]["BM25"]["ndcg@10"], color="gray", linestyle="--", label="BM25")
+    right.set(title="HumanEval docstring -> code", xlabel="step", ylabel="nDCG@10 (%)")
+    right.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,111 @@
+"""`RevelaTrainingArguments` and `RevelaTrainer`: a `transformers.Trainer` for in-batch LM training."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from revela_hf.collator import RevelaDataCollator
+
+RETRIEVER_SUBFOLDER = "retriever"
+
+
+@dataclass
+class RevelaTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the defaults of in-batch training.
+
+    One optimisation example is one GROUP of chunks, so `per_device_train_batch_size` is 1 group;
+    use `gradient_accumulation_steps` for more groups per update (the paper: 8 x 4 GPUs).
+    """
+
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Groups per device step (must be 1)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "The paper's learning rate."})
+    max_length: int = field(default=160, metadata={"help": "LM tokens per chunk, EOS included (the paper: 160)."})
+    retriever_max_length: int = field(default=160, metadata={"help": "Retriever tokens per query/passage."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Rows hold text; the collator tokenises."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
+
+class RevelaTrainer(Trainer):
+    """Trains a `RevelaForCausalLM` (LM and retriever together) on groups of raw-text chunks.
+
+    Logs, besides the loss: `sim_entropy` (mean entropy of Sim rows, nats: high = undecided),
+    `sim_max` (mean largest weight), and with doc ids `top1_same_doc` (share of chunks whose top
+    neighbour comes from the same document). Every checkpoint holds the retriever in its own
+    `retriever/` sub-folder, loadable with `RevelaRetriever.from_pretrained`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: RevelaTrainingArguments | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        retriever_tokenizer: PreTrainedTokenizerBase | None = None,
+        data_collator: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        args = args or RevelaTrainingArguments(output_dir="revela-output")
+        if args.per_device_train_batch_size != 1:
+            raise ValueError(
+                "RevelaTrainer trains on one group per device step: set per_device_train_batch_size=1 and use "
+                f"gradient_accumulation_steps (got per_device_train_batch_size={args.per_device_train_batch_size})"
+            )
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("RevelaTrainer needs the LM tokenizer as processing_class (or a data_collator)")
+            data_collator = RevelaDataCollator.from_model_config(
+                processing_class,
+                retriever_tokenizer,
+                model.config,
+                max_length=args.max_length,
+                retriever_max_length=args.retriever_max_length,
+            )
+        model.retriever.tokenizer = retriever_tokenizer or processing_class or model.retriever.tokenizer
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # The loss is a per-group mean; let the Trainer scale it for gradient accumulation.
+        self.model_accepts_loss_kwargs = False
+        self._group_metrics: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        same_document = inputs.pop("same_document", None)
+        outputs = model(**inputs)
+        self._record_group_metrics(outputs.inbatch_weights, same_document)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    @torch.no_grad()
+    def _record_group_metrics(self, weights: torch.Tensor, same_document: torch.Tensor | None) -> None:
+        w = weights.detach().float()  # (B, B)
+        entropy = -(w * w.clamp_min(1e-12).log()).sum(dim=-1)
+        self._group_metrics["sim_entropy"].append(entropy.mean().item())
+        self._group_metrics["sim_max"].append(w.max(dim=-1).values.mean().item())
+        if same_document is not None:
+            top1 = w.argmax(dim=-1)
+            hits = same_document.to(top1.device)[torch.arange(len(top1), device=top1.device), top1]
+            self._group_metrics["top1_same_doc"].append(hits.float().mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for key, values in self._group_metrics.items():
+            if values:
+                logs[key] = round(sum(values) / len(values), 4)
+        self._group_metrics.clear()
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        self.accelerator.unwrap_model(self.model).retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER))

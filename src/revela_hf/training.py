@@ -1,0 +1,81 @@
+"""Building a RevelaForCausalLM from model folders and training it on a prepared dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import load_from_disk
+from peft import LoraConfig
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from revela_hf.modeling_revela import RevelaForCausalLM
+from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelSpec:
+    """What to build: LM and retriever folders, LoRA ranks, which LM layers get the in-batch term."""
+
+    lm: str
+    retriever: str | None = None  # None = the LM's folder
+    retriever_layers: int | None = None  # keep only the first N retriever layers (fast CPU runs)
+    retriever_lora_r: int = 16
+    lm_lora_r: int | None = None  # None = no LoRA on the LM
+    freeze_lm: bool = True
+    inbatch_layers: list[int] | None = field(default_factory=lambda: [-4, -3, -2, -1])
+    temperature: float = 1e-3
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def lora(r: int) -> LoraConfig:
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=LORA_TARGETS)
+
+
+def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
+    """A RevelaForCausalLM and the (shared) tokenizer from `spec`."""
+    tokenizer = AutoTokenizer.from_pretrained(spec.lm)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(spec.lm, dtype=torch.float32)
+    retriever_kwargs = {"num_hidden_layers": spec.retriever_layers} if spec.retriever_layers else {}
+    retriever = AutoModel.from_pretrained(spec.retriever or spec.lm, dtype=torch.float32, **retriever_kwargs)
+    model = RevelaForCausalLM.from_parts(
+        lm,
+        retriever,
+        lm_lora=lora(spec.lm_lora_r) if spec.lm_lora_r and not spec.freeze_lm else None,
+        retriever_lora=lora(spec.retriever_lora_r) if spec.retriever_lora_r else None,
+        freeze_lm=spec.freeze_lm,
+        inbatch_layers=spec.inbatch_layers,
+        temperature=spec.temperature,
+        **spec.config_overrides,
+    )
+    return model, tokenizer
+
+
+def train(
+    spec: ModelSpec,
+    data_dir: str | Path,
+    args: RevelaTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> RevelaTrainer:
+    """Train on a `revela prepare` dataset; the retriever ends in `<output_dir>/retriever`."""
+    dataset = load_from_disk(str(data_dir))
+    if len(dataset) == 0:
+        raise ValueError(f"the prepared dataset at {data_dir} holds no group")
+    model, tokenizer = build_model(spec)
+    trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=_last_checkpoint(args.output_dir))
+    trainer.save_model(args.output_dir)
+    return trainer
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    """Resume an interrupted run from its newest complete checkpoint."""
+    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [c for c in checkpoints if (c / "trainer_state.json").exists() and (c / RETRIEVER_SUBFOLDER).is_dir()]
+    return str(complete[-1]) if complete else None

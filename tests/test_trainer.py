@@ -1,0 +1,130 @@
+"""RevelaDataCollator and RevelaTrainer: inputs, checkpoints with the retriever, resume, errors."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import LlamaConfig, TrainerCallback
+
+from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever
+from revela_hf.collator import RevelaDataCollator, leading_words
+from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import synthetic_learning  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    words = [f"w{i}" for i in range(60)]
+    return synthetic_learning.build_tokenizer(words)
+
+
+def tiny_model(tokenizer, **kwargs):
+    torch.manual_seed(0)
+    backbone = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    return RevelaForCausalLM(RevelaConfig(lm_config=backbone.to_dict(), temperature=0.5, **kwargs))
+
+
+def rows(n, B=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for r in range(n):
+        chunks = [" ".join(f"w{int(t)}" for t in torch.randint(0, 60, (10,), generator=g)) for _ in range(B)]
+        out.append({"chunks": chunks, "sources": ["text", "code"] * (B // 2), "doc_ids": [f"d{r}-{i // 2}" for i in range(B)]})
+    return out
+
+
+def test_leading_words_keeps_spacing():
+    assert leading_words("a  b\nc d", 0.5) == "a  b"
+    assert leading_words("one two three", 0.5) == "one two"
+    assert leading_words("solo", 0.5) == "solo"
+
+
+def test_collator_builds_lm_and_retriever_inputs(tokenizer):
+    collator = RevelaDataCollator(tokenizer, max_length=8, retriever_max_length=32, query_prefix="", passage_prefix="")
+    row = rows(1)[0]
+    batch = collator([row])
+    B = len(row["chunks"])
+    assert batch["input_ids"].shape == (B, 8)
+    assert (batch["input_ids"][:, -1] == tokenizer.eos_token_id).all()  # truncation keeps the EOS
+    assert torch.equal(batch["labels"], batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100))
+    q_len = batch["query_attention_mask"].sum(-1)
+    p_len = batch["passage_attention_mask"].sum(-1)
+    assert (q_len[0::2] < p_len[0::2]).all(), "text sources: the query is the first half"
+    assert torch.equal(q_len[1::2], p_len[1::2]), "code sources: the query is the whole chunk"
+    assert batch["same_document"].sum() == 2 * B
+
+
+def test_collator_errors(tokenizer):
+    collator = RevelaDataCollator(tokenizer)
+    with pytest.raises(ValueError, match="one group per batch"):
+        collator(rows(2))
+    with pytest.raises(ValueError, match="at least 2 chunks"):
+        collator([{"chunks": ["w1 w2"]}])
+    with pytest.raises(ValueError, match="'chunks' column"):
+        collator([{"text": "w1"}])
+
+
+def test_trainer_rejects_more_than_one_group_per_step(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="per_device_train_batch_size=1"):
+        RevelaTrainer(tiny_model(tokenizer), RevelaTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2),
+                      processing_class=tokenizer)
+
+
+class StopAt(TrainerCallback):
+    """Interrupts a run after `step` (the checkpoint of that step is written first)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step >= self.step
+
+
+def train(tokenizer, output_dir, max_steps, resume=False, stop_at=None, **model_kwargs):
+    model = tiny_model(tokenizer, **model_kwargs)
+    args = RevelaTrainingArguments(
+        output_dir=str(output_dir), max_steps=max_steps, save_steps=2, logging_steps=1, report_to=[], use_cpu=True,
+        gradient_accumulation_steps=2, seed=0, disable_tqdm=True, max_length=16, retriever_max_length=16,
+    )
+    trainer = RevelaTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows(8)), processing_class=tokenizer,
+                            callbacks=[StopAt(stop_at)] if stop_at else None)
+    trainer.train(resume_from_checkpoint=resume or None)
+    return trainer
+
+
+def test_training_checkpoints_hold_the_retriever_and_resume_exactly(tokenizer, tmp_path):
+    straight = train(tokenizer, tmp_path / "straight", max_steps=4)
+    logs = [entry for entry in straight.state.log_history if "loss" in entry]
+    assert logs and all({"sim_entropy", "sim_max", "top1_same_doc"} <= set(entry) for entry in logs)
+
+    checkpoint = tmp_path / "straight" / "checkpoint-2"
+    retriever = RevelaRetriever.from_pretrained(str(checkpoint / "retriever"))
+    texts = rows(1)[0]["chunks"]
+    assert retriever.encode_corpus(texts, show_progress_bar=False).shape[0] == len(texts)
+
+    # Interrupted after step 2, resumed to 4: the same weights as the straight run.
+    train(tokenizer, tmp_path / "resumed", max_steps=4, stop_at=2)
+    assert not (tmp_path / "resumed" / "checkpoint-4").exists()
+    resumed = train(tokenizer, tmp_path / "resumed", max_steps=4, resume=True)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+    state = json.loads((tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_frozen_lm_is_bit_identical_after_training(tokenizer, tmp_path):
+    trainer = train(tokenizer, tmp_path / "frozen", max_steps=2, freeze_lm=True, inbatch_layers=[-1])
+    reference = tiny_model(tokenizer, freeze_lm=True, inbatch_layers=[-1])
+    for (name, a), b in zip(trainer.model.lm.state_dict().items(), reference.lm.state_dict().values()):
+        assert torch.equal(a, b), name
+    moved = [not torch.equal(a, b) for a, b in zip(trainer.model.retriever.state_dict().values(), reference.retriever.state_dict().values())]
+    assert any(moved), "the retriever must train"
+    assert os.path.isdir(tmp_path / "frozen" / "checkpoint-2" / "retriever")
