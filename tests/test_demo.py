@@ -1,0 +1,31 @@
+"""`revela demo --budget ci`: the main job end to end on a truncated SmolLM2, in a real process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from revela_hf import RevelaRetriever
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "revela_hf.cli", "demo", "--budget", "ci", "--output", str(out)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    table = results["table"]
+    assert set(table) == {"SmolLM2-135M untrained", "SmolLM2-135M + Revela", "BM25", "all-MiniLM-L6-v2 (supervised)"}
+    for scores in table.values():
+        assert 0.0 <= scores["ndcg@10"] <= 1.0
+    assert table["all-MiniLM-L6-v2 (supervised)"]["ndcg@10"] > table["BM25"]["ndcg@10"] > 0.2
+    assert [p["step"] for p in results["curve"]] == [3]
+    assert (out / "results.png").stat().st_size > 10_000
+    retriever = RevelaRetriever.from_pretrained(results["retriever"])
+    embeddings = retriever.encode_queries(["return the sum of a list"], show_progress_bar=False)
+    assert embeddings.shape[0] == 1 and abs(float(embeddings.norm()) - 1.0) < 1e-4
