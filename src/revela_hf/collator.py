@@ -99,3 +99,137 @@ class RevelaDataCollator:
         encoded = tokenize_texts(self.tokenizer, chunks, "", self.max_length, append_eos=True)
         labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+
+
+@dataclass
+class DreamDataCollator:
+    """DREAM rows `{"query": str, "target": str, "candidates": [K texts], "positives"?: [K bools]}` -> model inputs.
+
+    A feature may also be a group row whose fields are lists (N queries); all rows of all features
+    form one batch. LM side, one left-padded sequence per row (left padding puts every target at
+    the end, so the model computes logits for the target window only):
+
+        [BOS] cand_1 SEP ... cand_K SEP query target EOS
+
+    (BOS where the tokenizer adds one; SEP = `separator`, the EOS token by default; each candidate at
+    most `candidate_max_length` tokens, the query `query_max_length`, the target + EOS
+    `target_max_length`). `labels` are -100 except on the target and its EOS; `candidate_spans`
+    `(N, K, 2)` holds each candidate's [start, end) positions and `candidate_mask` `(N, K)` which
+    candidates are real (rows with fewer candidates are padded at the end). Retriever side:
+    `query_prefix` + query `(N, Lq)`, `passage_prefix` + every real candidate `(M, Lp)`, row-major.
+    With `positives`, `same_document` `(N, K)` marks them (the trainer's `top1_same_doc` then reads
+    "the retriever's top candidate is a positive").
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    retriever_tokenizer: PreTrainedTokenizerBase | None = None
+    candidate_max_length: int = 160
+    query_max_length: int = 80
+    target_max_length: int = 80
+    retriever_max_length: int = 160
+    query_prefix: str = "Query: "
+    passage_prefix: str = "Passage: "
+    append_eos: bool = True
+    separator: str | None = None
+
+    @classmethod
+    def from_model_config(
+        cls, tokenizer: PreTrainedTokenizerBase, retriever_tokenizer: PreTrainedTokenizerBase | None, config: Any, **kwargs: Any
+    ) -> "DreamDataCollator":
+        """A collator whose retriever settings follow a `RevelaConfig`; `max_length` (the trainer's) caps candidates."""
+        if "max_length" in kwargs:
+            kwargs.setdefault("candidate_max_length", kwargs.pop("max_length"))
+        return cls(
+            tokenizer=tokenizer,
+            retriever_tokenizer=retriever_tokenizer,
+            query_prefix=config.query_prefix,
+            passage_prefix=config.passage_prefix,
+            append_eos=config.pooling == "eos",
+            **kwargs,
+        )
+
+    @staticmethod
+    def rows(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Flatten single rows and group rows into single rows, checking their fields."""
+        out = []
+        for feature in features:
+            missing = {"query", "target", "candidates"} - set(feature)
+            if missing:
+                raise ValueError(f"a DREAM row needs 'query', 'target' and 'candidates'; missing {sorted(missing)} in {sorted(feature)}")
+            if isinstance(feature["query"], str):
+                out.append(feature)
+            else:
+                keys = [k for k in ("query", "target", "candidates", "positives") if feature.get(k) is not None]
+                out.extend(dict(zip(keys, values)) for values in zip(*(feature[k] for k in keys)))
+        for row in out:
+            if not row["candidates"]:
+                raise ValueError(f"a DREAM row needs at least one candidate; query {row['query'][:60]!r} has none")
+            if row.get("positives") is not None and len(row["positives"]) != len(row["candidates"]):
+                raise ValueError(f"{len(row['positives'])} positives flags for {len(row['candidates'])} candidates")
+        if not out:
+            raise ValueError("DreamDataCollator got no row")
+        return out
+
+    def _piece(self, texts: list[str], limit: int) -> list[list[int]]:
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        return [ids[:limit] for ids in encoded]
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = self.rows(features)
+        tok = self.tokenizer
+        if tok.eos_token_id is None:
+            raise ValueError("DreamDataCollator needs an LM tokenizer with an EOS token")
+        bos = tok.bos_token_id
+        probe = tok("a")["input_ids"]
+        prefix = [bos] if bos is not None and probe and probe[0] == bos else []
+        sep = [tok.eos_token_id] if self.separator is None else tok(self.separator, add_special_tokens=False)["input_ids"]
+
+        sequences, labels, spans = [], [], []
+        for row in rows:
+            candidates = self._piece(list(row["candidates"]), self.candidate_max_length)
+            query = self._piece([row["query"]], self.query_max_length)[0]
+            target = self._piece([row["target"]], max(self.target_max_length - 1, 0))[0] + [tok.eos_token_id]
+            ids, row_spans = list(prefix), []
+            for cand in candidates:
+                row_spans.append((len(ids), len(ids) + len(cand)))
+                ids += cand + sep
+            ids += query
+            labels.append([-100] * len(ids) + target)
+            sequences.append(ids + target)
+            spans.append(row_spans)
+
+        num_rows, width = len(rows), max(len(s) for s in sequences)
+        max_candidates = max(len(s) for s in spans)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        batch = {
+            "input_ids": torch.full((num_rows, width), pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros((num_rows, width), dtype=torch.long),
+            "labels": torch.full((num_rows, width), -100, dtype=torch.long),
+            "candidate_spans": torch.zeros((num_rows, max_candidates, 2), dtype=torch.long),
+            "candidate_mask": torch.zeros((num_rows, max_candidates), dtype=torch.bool),
+        }
+        for n, (ids, row_labels, row_spans) in enumerate(zip(sequences, labels, spans)):
+            offset = width - len(ids)
+            batch["input_ids"][n, offset:] = torch.tensor(ids)
+            batch["attention_mask"][n, offset:] = 1
+            batch["labels"][n, offset:] = torch.tensor(row_labels)
+            batch["candidate_spans"][n, : len(row_spans)] = torch.tensor(row_spans) + offset
+            batch["candidate_mask"][n, : len(row_spans)] = True
+
+        retriever_tokenizer = self.retriever_tokenizer or tok
+        query = tokenize_texts(retriever_tokenizer, [r["query"] for r in rows], self.query_prefix, self.retriever_max_length, self.append_eos)
+        passages = [text for row in rows for text in row["candidates"]]
+        passage = tokenize_texts(retriever_tokenizer, passages, self.passage_prefix, self.retriever_max_length, self.append_eos)
+        batch.update(
+            query_input_ids=query["input_ids"],
+            query_attention_mask=query["attention_mask"],
+            passage_input_ids=passage["input_ids"],
+            passage_attention_mask=passage["attention_mask"],
+        )
+        if any(row.get("positives") is not None for row in rows):
+            same = torch.zeros((num_rows, max_candidates), dtype=torch.bool)
+            for n, row in enumerate(rows):
+                flags = row.get("positives") or []
+                same[n, : len(flags)] = torch.tensor([bool(f) for f in flags], dtype=torch.bool)
+            batch["same_document"] = same
+        return batch

@@ -31,7 +31,18 @@ class RevelaConfig(PreTrainedConfig):
             `inbatch_layers` is a top block, the weighted pass recomputes only that block.
         detach_clean_kv: stop gradients through the clean pass's key/value.
         lm_lora / retriever_lora: `peft.LoraConfig` dicts injected at construction (None = no LoRA).
-        objective: "revela", "dream" or "replug".
+        objective: "revela", "dream" or "replug" (the last two need `freeze_lm=True`; see
+            `revela_hf.objectives`).
+        replug_retriever_temperature / replug_lm_temperature: tau_r and tau_lm of REPLUG's
+            P_retriever(j|i) = softmax_j(cos/tau_r) and P_LM(j|i) = softmax_j(-loss_LM(i|j)/tau_lm).
+        replug_target: "second_half" (score the tokens of chunk i after its first `query_ratio`,
+            given chunk j and that first part, as REPLUG does) or "all" (score all of chunk i given j).
+        replug_pair_batch_size: (j, i) concatenations per no-grad LM forward when scoring pairs.
+        dream_layers: LM layers whose selected heads take the retriever bias (None = all layers).
+        dream_heads: heads of those layers: None = all heads, a list of [layer, head] pairs (then
+            `dream_layers` may be None), or one list of heads per entry of `dream_layers`.
+        dream_temperature: softmax temperature of the retriever's candidate distribution P(k|query);
+            the bias added to candidate k's keys is log(K * P(k|query)).
     """
 
     model_type = "revela"
@@ -57,6 +68,13 @@ class RevelaConfig(PreTrainedConfig):
     lm_lora: dict | None = None
     retriever_lora: dict | None = None
     objective: Literal["revela", "dream", "replug"] = "revela"
+    replug_retriever_temperature: float = 1e-3
+    replug_lm_temperature: float = 1e-3
+    replug_target: Literal["second_half", "all"] = "second_half"
+    replug_pair_batch_size: int = 16
+    dream_layers: list[int] | None = None
+    dream_heads: list | None = None
+    dream_temperature: float = 0.05
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

@@ -148,6 +148,14 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         if inbatch_weights is None and query_input_ids is None:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
             return RevelaOutput(loss=out.loss, logits=out.logits)
+        if self.config.objective != "revela":  # REPLUG / DREAM: revela_hf.objectives (imports this module)
+            from revela_hf.objectives import objective_forward
+
+            return objective_forward(
+                self, input_ids=input_ids, attention_mask=attention_mask, labels=labels, query_input_ids=query_input_ids,
+                query_attention_mask=query_attention_mask, passage_input_ids=passage_input_ids,
+                passage_attention_mask=passage_attention_mask, inbatch_weights=inbatch_weights, **kwargs,
+            )
         similarity = None
         if inbatch_weights is None:
             if passage_input_ids is None:
