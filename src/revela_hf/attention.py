@@ -44,6 +44,7 @@ class InBatchContext:
     key_padding_mask: torch.Tensor | None = None  # (B, L) bool, True = real token
     v_norm: bool = True
     detach_kv: bool = False
+    top_k: int | None = None  # sparse in-batch attention: the k largest weights per row (None = exact)
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def selects(self, layer_idx: int) -> bool:
@@ -89,6 +90,7 @@ def revela_attention_forward(
         revela_context.key_padding_mask,
         v_norm=revela_context.v_norm,
         scaling=scaling,
+        top_k=revela_context.top_k,
     )  # (B, H, L, D)
     return out + extra.transpose(1, 2).to(out.dtype), attn_weights
 

@@ -30,6 +30,8 @@ class RevelaConfig(PreTrainedConfig):
         freeze_lm: keep every LM weight fixed; the clean pass then runs under no_grad and, when
             `inbatch_layers` is a top block, the weighted pass recomputes only that block.
         detach_clean_kv: stop gradients through the clean pass's key/value.
+        inbatch_top_k: sparse in-batch attention: each chunk attends only to the k chunks with the
+            largest Sim(i, .), weights kept as-is (see `inbatch_attention(top_k=)`); None = exact.
         lm_lora / retriever_lora: `peft.LoraConfig` dicts injected at construction (None = no LoRA).
         objective: "revela", "dream" or "replug" (the last two need `freeze_lm=True`; see
             `revela_hf.objectives`).
@@ -65,6 +67,7 @@ class RevelaConfig(PreTrainedConfig):
     inbatch_layers: list[int] | None = None
     freeze_lm: bool = False
     detach_clean_kv: bool = False
+    inbatch_top_k: int | None = None
     lm_lora: dict | None = None
     retriever_lora: dict | None = None
     objective: Literal["revela", "dream", "replug"] = "revela"
@@ -90,6 +93,10 @@ class RevelaConfig(PreTrainedConfig):
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not 0 < self.query_ratio <= 1:
             raise ValueError(f"query_ratio must be in (0, 1], got {self.query_ratio}")
+        if self.inbatch_top_k is not None and (
+            isinstance(self.inbatch_top_k, bool) or not isinstance(self.inbatch_top_k, int) or self.inbatch_top_k < 1
+        ):
+            raise ValueError(f"inbatch_top_k must be a positive int or None, got {self.inbatch_top_k!r}")
         self.resolved_inbatch_layers()  # validates indices
 
     def resolved_inbatch_layers(self) -> list[int]:

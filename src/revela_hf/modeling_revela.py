@@ -203,6 +203,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
             weights=weights,
             key_padding_mask=attention_mask.bool() if attention_mask is not None else None,
             v_norm=self.config.v_norm,
+            top_k=self.config.inbatch_top_k,
             kv=record.kv,
         )
         with _replay_lower_layers(decoder, start, captured.get("hidden")) if start else nullcontext():

@@ -126,6 +126,7 @@ def inbatch_attention(
     v_norm: bool = True,
     scaling: float | None = None,
     eps: float = 1e-6,
+    top_k: int | None = None,
 ) -> torch.Tensor:
     """Similarity-weighted in-batch attention: ``out_i = sum_j weights[i, j] * b_ij``.
 
@@ -145,6 +146,15 @@ def inbatch_attention(
         v_norm: apply V-normalisation.
         scaling: score scale, default D ** -0.5.
         eps: V-norm stabiliser.
+        top_k: sparse mode. None (default) = exact sum over all j. An int k keeps, for each row i,
+            only the k chunks j with the largest ``weights[i, j]`` (ties broken by `torch.topk`) and
+            computes ``b_ij`` for those alone: ``out_i = sum_{j in topk(i)} weights[i, j] * b_ij``.
+            The kept weights are used AS-IS, not renormalised: the result is the exact sum minus the
+            dropped terms (error at most the dropped weight mass times max |b_ij|; with the paper's
+            tau = 1e-4 Sim is nearly one-hot, so a few j hold almost all the mass), and the gradient
+            of every kept weight is the exact one. Dropped weights get zero gradient. Cost and memory
+            are linear in B (k blocks of `(B, H, Lq, Lk)` instead of B). ``top_k >= B - 1`` runs the
+            exact path (a row of Revela weights has at most B - 1 non-zero entries).
 
     Returns:
         `(B, H, Lq, D)` in the dtype of `query`.
@@ -175,6 +185,11 @@ def inbatch_attention(
         if empty:
             raise ValueError(f"chunks {empty} have no real token in key_padding_mask")
     scaling = head_dim**-0.5 if scaling is None else scaling
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        if top_k < group_size - 1:
+            return _sparse_inbatch_attention(query, key, value, weights, key_padding_mask, top_k, scaling, v_norm, eps)
 
     repeats = num_heads // num_kv_heads
     flat_query = query.transpose(0, 1).reshape(1, num_heads, group_size * query_len, head_dim)  # (1, H, B*Lq, D)
@@ -193,4 +208,69 @@ def inbatch_attention(
             out = out + checkpoint(_attend_to_chunk, *args, use_reentrant=False)
         else:
             out = out + _attend_to_chunk(*args)
+    return out
+
+
+def _attend_to_selected(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    index: torch.Tensor,
+    mask_s: torch.Tensor | None,
+    weight_s: torch.Tensor,
+    scaling: float,
+    v_norm: bool,
+    eps: float,
+) -> torch.Tensor:
+    """Weighted contribution of one selected key chunk per query chunk.
+
+    query: `(B, H, Lq, D)`; key/value: `(B, Hkv, Lk, D)`; index: `(B,)`, the key chunk row i selected
+    in this slot (gathered here, so a checkpoint keeps only the index); mask_s: `(B, 1, 1, Lk)` bool
+    (True = real token) or None; weight_s: `(B,)` the selected weights.
+    """
+    head_dim = query.shape[-1]
+    repeats = query.shape[1] // key.shape[1]
+    key_s, value_s = key.index_select(0, index), value.index_select(0, index)  # (B, Hkv, Lk, D)
+    if repeats > 1:
+        key_s = key_s.repeat_interleave(repeats, dim=1)  # (B, H, Lk, D)
+        value_s = value_s.repeat_interleave(repeats, dim=1)
+    if v_norm:
+        value_s = torch.cat([value_s, value_s.norm(dim=-1, keepdim=True)], dim=-1)  # (B, H, Lk, D+1)
+        key_s = F.pad(key_s, (0, 1))
+        query = F.pad(query, (0, 1))
+    out = F.scaled_dot_product_attention(query, key_s, value_s, attn_mask=mask_s, scale=scaling)  # (B, H, Lq, D')
+    if v_norm:
+        out = out[..., :head_dim] / (out[..., head_dim:] + eps)
+    return out * weight_s.view(-1, 1, 1, 1).to(out.dtype)
+
+
+def _sparse_inbatch_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    weights: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    top_k: int,
+    scaling: float,
+    v_norm: bool,
+    eps: float,
+) -> torch.Tensor:
+    """Top-k path of `inbatch_attention`: slot s gathers, for every row i, its s-th selected key chunk,
+    so each of the k steps is one batched attention of B query chunks against B key chunks."""
+    selected = torch.topk(weights.detach(), top_k, dim=-1).indices  # (B, k)
+    kept = weights.gather(1, selected)  # (B, k), differentiable
+    use_checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, weights))
+    out = query.new_zeros(query.shape)
+    for slot in range(top_k):
+        index = selected[:, slot]  # (B,)
+        mask_s = None
+        if key_padding_mask is not None:
+            mask_rows = key_padding_mask.index_select(0, index)  # (B, Lk)
+            if not mask_rows.all():
+                mask_s = mask_rows[:, None, None, :]
+        args = (query, key, value, index, mask_s, kept[:, slot], scaling, v_norm, eps)
+        if use_checkpoint:
+            out = out + checkpoint(_attend_to_selected, *args, use_reentrant=False)
+        else:
+            out = out + _attend_to_selected(*args)
     return out
