@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,4 +110,29 @@ class RevelaTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
-        self.accelerator.unwrap_model(self.model).retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER))
+        retriever = self.accelerator.unwrap_model(self.model).retriever
+        # Every rank calls `_save`. Under DeepSpeed ZeRO-3 each holds only a shard of every parameter
+        # (reading them directly writes an EMPTY adapter), so all ranks gather what the retriever folder
+        # stores, then the main process alone writes it.
+        with _gathered_for_saving(retriever.backbone):
+            if self.args.should_save:
+                retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER))
+
+
+@contextmanager
+def _gathered_for_saving(backbone: torch.nn.Module) -> Iterator[None]:
+    """Gather the ZeRO-3-partitioned parameters `backbone.save_pretrained` writes (the adapter's when a
+    PEFT adapter is attached, else all) on every rank for the duration; a no-op without ZeRO-3.
+    A collective call: every rank must enter it."""
+    adapters = tuple(getattr(backbone, "peft_config", {}) or {}) if getattr(backbone, "_hf_peft_config_loaded", False) else ()
+    params = [
+        p for n, p in backbone.named_parameters()
+        if hasattr(p, "ds_id") and (not adapters or any(f".{a}." in f".{n}." for a in adapters))
+    ]
+    if not params:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        yield

@@ -1,0 +1,318 @@
+"""RevelaTrainer on real multi-process engines: 2 CPU processes (torchrun, gloo) under DDP, DeepSpeed
+ZeRO-2 and ZeRO-3 (+ LoRA). Each test launches this file as a torchrun worker; the worker writes what
+it saw (step-1 inputs and loss per rank, gathered parameters, embeddings) and the test checks it
+against single-process computations.
+
+    torchrun --nproc_per_node 2 tests/test_distributed.py {ddp|zero2|zero3} OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "src"))
+
+import synthetic_learning  # noqa: E402
+
+from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever  # noqa: E402
+from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments  # noqa: E402
+
+WORDS = [f"w{i}" for i in range(60)]
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "lora_dropout": 0.0}
+PROBE_TEXTS = ["w1 w2 w3 w4", "w10 w11 w12", "w40 w41 w42 w43 w44 w45", "w7"]
+MAX_STEPS = 2
+
+
+def tokenizer():
+    return synthetic_learning.build_tokenizer(WORDS)
+
+
+def backbone_config(tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                       eos_token_id=tok.eos_token_id, bos_token_id=None)
+
+
+def build_model(mode: str, out: Path, tok) -> RevelaForCausalLM:
+    """Deterministic tiny model. zero3: LoRA on both models, retriever base read from `out/retriever_base`
+    (written there by whoever builds it first) so the saved adapter can be reloaded on its base."""
+    torch.manual_seed(0)
+    if mode != "zero3":
+        return RevelaForCausalLM(RevelaConfig(lm_config=backbone_config(tok).to_dict(), temperature=0.5))
+    from transformers import LlamaForCausalLM, LlamaModel
+
+    base_dir = out / "retriever_base"
+    lm = LlamaForCausalLM(backbone_config(tok))
+    if not (base_dir / "config.json").is_file():
+        LlamaModel(backbone_config(tok)).save_pretrained(base_dir)
+    base = LlamaModel.from_pretrained(str(base_dir))
+    torch.manual_seed(1)
+    return RevelaForCausalLM.from_parts(lm, base, lm_lora=LORA, retriever_lora=LORA, temperature=0.5)
+
+
+def dataset(n=4, B=4):
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for r in range(n):
+        chunks = [" ".join(WORDS[int(t)] for t in torch.randint(0, 60, (10,), generator=g)) for _ in range(B)]
+        rows.append({"chunks": chunks, "sources": ["text"] * B, "doc_ids": [f"d{r}-{i // 2}" for i in range(B)]})
+    return Dataset.from_list(rows)
+
+
+def deepspeed_config(stage: int) -> dict:
+    return {
+        # Persistence threshold 0: partition even the tiny test parameters (by default ZeRO-3 keeps
+        # parameters under 1e5 elements whole on every rank, which would hide an empty-adapter save).
+        "zero_optimization": {"stage": stage, "stage3_gather_16bit_weights_on_model_save": True,
+                              **({"stage3_param_persistence_threshold": 0} if stage == 3 else {})},
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,  # the Trainer's torch AdamW (DeepSpeed's CPU Adam is not needed)
+        "bf16": {"enabled": False},
+    }
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+def worker(mode: str, out: Path) -> None:
+    from transformers import TrainerCallback
+
+    rank = int(os.environ["RANK"])
+    tok = tokenizer()
+    model = build_model(mode, out, tok)  # the launcher wrote the zero3 retriever base beforehand
+
+    class CaptureTrainer(RevelaTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            first = self.state.global_step == 0 and not hasattr(self, "_captured")
+            saved = {k: v.detach().clone() for k, v in inputs.items()} if first else None
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if first:
+                self._captured = True
+                value = (loss[0] if return_outputs else loss).item()
+                torch.save({"inputs": saved, "loss": value}, out / f"step1_rank{rank}.pt")
+            return loss
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs and self.state.global_step == 1 and rank == 0:
+                (out / "logged_step1.json").write_text(json.dumps(logs))
+            super().log(logs, start_time)
+
+    class GatherOnSave(TrainerCallback):
+        """At every checkpoint: the retriever's trainable (LoRA) parameters, gathered on all ranks."""
+
+        def on_save(self, args, state, control, model=None, **kwargs):
+            params = {n: p for n, p in model.retriever.backbone.named_parameters() if p.requires_grad}
+            if args.deepspeed and any(hasattr(p, "ds_id") for p in params.values()):
+                assert all(p.numel() == 0 for p in params.values()), "the parameters are partitioned on this rank"
+            values = _gathered_copy(params)
+            if rank == 0:
+                torch.save(values, Path(args.output_dir) / f"checkpoint-{state.global_step}" / "gathered_retriever.pt")
+
+    args = RevelaTrainingArguments(
+        output_dir=str(out / "run"),
+        max_steps=MAX_STEPS,
+        save_steps=1,
+        logging_steps=1,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        use_cpu=True,
+        ddp_backend="gloo",
+        deepspeed=deepspeed_config(2 if mode == "zero2" else 3) if mode.startswith("zero") else None,
+        report_to=[],
+        seed=0,
+        max_length=12,
+        retriever_max_length=16,
+        save_only_model=mode != "zero2",
+    )
+    trainer = CaptureTrainer(model=model, args=args, train_dataset=dataset(), processing_class=tok,
+                             callbacks=[GatherOnSave()])
+    trainer.train()
+
+    final = {n: p for n, p in trainer.model.named_parameters()}
+    values = _gathered_copy(final)
+    if rank == 0:
+        torch.save(values, out / "final_params.pt")
+    digest = sum(float(v.double().sum()) * (i + 1) for i, v in enumerate(values.values()))
+    (out / f"digest_rank{rank}.json").write_text(json.dumps({"digest": digest}))
+    retriever = trainer.model.retriever
+    with torch.no_grad():
+        embeddings = retriever.encode(PROBE_TEXTS, show_progress_bar=False) if mode != "zero3" else None
+    if mode == "zero3":  # under ZeRO-3 the forward gathers each module's shards itself (all ranks take part)
+        batch = retriever.tokenize(PROBE_TEXTS, prefix=retriever.passage_prefix)
+        with torch.no_grad():
+            embeddings = trainer.model_wrapped.module.retriever(batch["input_ids"], batch["attention_mask"])
+    if rank == 0:
+        torch.save(embeddings, out / "final_embeddings.pt")
+    torch.distributed.barrier()
+
+
+def _gathered_copy(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """Full-size copies of `params` (ZeRO-3 shards are gathered; a collective call on every rank)."""
+    if any(hasattr(p, "ds_id") for p in params.values()):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+            return {n: p.detach().clone() for n, p in params.items()}
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(mode: str, out: Path) -> None:
+    if mode == "zero3":
+        build_model(mode, out, tokenizer())  # writes the retriever base the workers (and the adapter) refer to
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), __file__, mode, str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if proc.returncode != 0:
+        raise AssertionError(f"torchrun {mode} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+
+
+def single_process_loss(mode: str, out: Path, inputs: dict) -> float:
+    model = build_model(mode, out, tokenizer()).train()
+    inputs = dict(inputs)
+    inputs.pop("same_document", None)
+    with torch.no_grad():
+        return model(**inputs).loss.item()
+
+
+def check_step1_losses(mode: str, out: Path) -> list[float]:
+    """Each rank's step-1 loss equals a single-process forward on that rank's group; the ranks saw different groups."""
+    seen = [torch.load(out / f"step1_rank{r}.pt") for r in range(2)]
+    assert not torch.equal(seen[0]["inputs"]["input_ids"], seen[1]["inputs"]["input_ids"]), "each rank gets its own group"
+    for record in seen:
+        assert record["loss"] == pytest.approx(single_process_loss(mode, out, record["inputs"]), rel=1e-5, abs=1e-6)
+    logged = json.loads((out / "logged_step1.json").read_text())["loss"]
+    assert logged == pytest.approx(sum(r["loss"] for r in seen) / 2, rel=1e-3), "the logged loss is the mean over ranks"
+    return [r["loss"] for r in seen]
+
+
+def check_ranks_agree(out: Path) -> None:
+    digests = [json.loads((out / f"digest_rank{r}.json").read_text())["digest"] for r in range(2)]
+    assert digests[0] == pytest.approx(digests[1], rel=1e-6), "both ranks hold the same weights after training"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(tmp_path):
+    launch("ddp", tmp_path)
+    check_step1_losses("ddp", tmp_path)
+    check_ranks_agree(tmp_path)
+    final = torch.load(tmp_path / "final_params.pt")
+    start = build_model("ddp", tmp_path, tokenizer()).state_dict()
+    assert any(not torch.equal(final[n], start[n]) for n in final), "training changed the weights"
+    ckpt = tmp_path / "run" / f"checkpoint-{MAX_STEPS}" / RETRIEVER_SUBFOLDER
+    retriever = RevelaRetriever.from_pretrained(str(ckpt))
+    emb = retriever.encode(PROBE_TEXTS, show_progress_bar=False)
+    torch.testing.assert_close(emb, torch.load(tmp_path / "final_embeddings.pt"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_two_processes(tmp_path):
+    pytest.importorskip("deepspeed")
+    launch("zero2", tmp_path)
+    check_step1_losses("zero2", tmp_path)
+    check_ranks_agree(tmp_path)
+    ckpt = tmp_path / "run" / f"checkpoint-{MAX_STEPS}"
+    assert any(p.name.startswith("global_step") for p in ckpt.iterdir()), "DeepSpeed engine state is in the checkpoint"
+    retriever = RevelaRetriever.from_pretrained(str(ckpt / RETRIEVER_SUBFOLDER))
+    emb = retriever.encode(PROBE_TEXTS, show_progress_bar=False)
+    torch.testing.assert_close(emb, torch.load(tmp_path / "final_embeddings.pt"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path):
+    pytest.importorskip("deepspeed")
+    from safetensors.torch import load_file
+
+    launch("zero3", tmp_path)
+    check_step1_losses("zero3", tmp_path)
+    check_ranks_agree(tmp_path)
+    model = build_model("zero3", tmp_path, tokenizer())
+    expected_shapes = {n: p.shape for n, p in model.retriever.backbone.named_parameters() if p.requires_grad}
+    assert expected_shapes and all("lora_" in n for n in expected_shapes)
+    for step in range(1, MAX_STEPS + 1):
+        ckpt = tmp_path / "run" / f"checkpoint-{step}"
+        saved = load_file(ckpt / RETRIEVER_SUBFOLDER / "adapter_model.safetensors")
+        gathered = torch.load(ckpt / "gathered_retriever.pt")
+        assert len(saved) == len(gathered) == len(expected_shapes)
+        for name, value in gathered.items():
+            key = next(k for k in saved if k.endswith(name.replace(".default", "")))
+            assert saved[key].numel() > 0, f"{key} was saved empty"
+            assert saved[key].shape == expected_shapes[name] == value.shape
+            torch.testing.assert_close(saved[key], value, atol=0, rtol=0)
+        full = load_file(ckpt / "model.safetensors")  # the whole RevelaForCausalLM, consolidated by the Trainer
+        assert full and all(v.numel() > 0 for v in full.values())
+    retriever = RevelaRetriever.from_pretrained(str(tmp_path / "run" / f"checkpoint-{MAX_STEPS}" / RETRIEVER_SUBFOLDER))
+    batch = retriever.tokenize(PROBE_TEXTS, prefix=retriever.passage_prefix)
+    with torch.no_grad():
+        emb = retriever(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(emb, torch.load(tmp_path / "final_embeddings.pt"), atol=1e-5, rtol=1e-5)
+    # The adapter trained: it differs from the one built at step 0.
+    start = {n: p for n, p in model.retriever.backbone.named_parameters() if p.requires_grad}
+    final = torch.load(tmp_path / "run" / f"checkpoint-{MAX_STEPS}" / "gathered_retriever.pt")
+    assert any(not torch.equal(final[n], start[n]) for n in final)
+
+
+@pytest.mark.slow
+def test_example_script_runs_the_paper_zero3_recipe(tmp_path):
+    """examples/train_distributed.py with examples/zero3_paper_recipe.json (bf16, ZeRO-3, LoRA on both
+    models) on 2 CPU processes, tiny models: complete retriever adapter, reloadable."""
+    pytest.importorskip("deepspeed")
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM, LlamaModel
+
+    tok = tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(backbone_config(tok)).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    LlamaModel(backbone_config(tok)).save_pretrained(tmp_path / "retriever")
+    dataset(4).save_to_disk(str(tmp_path / "data"))
+    recipe = json.loads((ROOT / "examples" / "zero3_paper_recipe.json").read_text())
+    assert recipe["zero_optimization"]["stage"] == 3 and recipe["bf16"]["enabled"] == "auto"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(ROOT / "examples" / "train_distributed.py"), "--cpu",
+           "--data", str(tmp_path / "data"), "--lm", str(tmp_path / "lm"), "--retriever", str(tmp_path / "retriever"),
+           "--output", str(tmp_path / "run"), "--deepspeed", str(ROOT / "examples" / "zero3_paper_recipe.json"),
+           "--lora-r", "8", "--lora-alpha", "16", "--max-steps", "2", "--gradient-accumulation-steps", "2",
+           "--warmup-steps", "1", "--save-steps", "2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-8000:]
+    for folder in (tmp_path / "run" / RETRIEVER_SUBFOLDER, tmp_path / "run" / "checkpoint-2" / RETRIEVER_SUBFOLDER):
+        saved = load_file(folder / "adapter_model.safetensors")
+        assert len(saved) == 2 * 7 * 2  # lora_A and lora_B on 7 projections of 2 layers
+        for key, value in saved.items():
+            assert value.numel() > 0 and value.shape[0 if "lora_A" in key else 1] == 8, key
+        emb = RevelaRetriever.from_pretrained(str(folder)).encode(PROBE_TEXTS, show_progress_bar=False)
+        assert emb.shape == (len(PROBE_TEXTS), 32) and torch.isfinite(emb).all()
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], Path(sys.argv[2]))
