@@ -1,0 +1,31 @@
+"""The synthetic proof that Revela learns retrieval (examples/synthetic_learning.py), run as a real process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "synthetic_learning.py"
+
+
+def run_example(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_revela_learns_retrieval_from_language_modeling_alone():
+    result = run_example()
+    assert result["accuracy_before"] < result["chance"] + 0.1  # no shortcut: queries share no word with partners
+    assert result["accuracy_after"] >= 0.9
+    assert result["loss_after"] < result["loss_before"]
+
+
+@pytest.mark.slow
+def test_control_with_uniform_weights_does_not_learn_retrieval():
+    result = run_example("--control", "uniform", "--steps", "600")
+    assert result["loss_after"] < result["loss_before"]  # the LM learns...
+    assert result["accuracy_after"] < result["chance"] + 0.15  # ...but without Sim in the loss, retrieval does not
