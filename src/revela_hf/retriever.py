@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,7 @@ from revela_hf.model_card import CardInfo, render_model_card
 POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
 ADAPTER_CONFIG = "adapter_config.json"
+ENCODE_WINDOW_BATCHES = 64  # `encode` tokenises and length-sorts this many batches of texts at a time
 
 
 def check_pooling(pooling: str) -> str:
@@ -198,25 +201,37 @@ class RevelaRetriever(nn.Module):
     def encode(
         self, texts: list[str], prefix: str = "", batch_size: int = 32, show_progress_bar: bool = True
     ) -> torch.Tensor:
-        """Encode texts in batches (longest first, to waste little padding); returns `(N, E)` on CPU."""
+        """Encode texts in batches (longest first, to waste little padding); returns `(N, E)` float32 on CPU.
+
+        Texts are sorted by characters, tokenised a window of batches at a time (one fast batched
+        tokenizer call), re-sorted by token count inside the window, and each batch is padded to
+        its own longest row only.
+        """
         if isinstance(texts, str):
             raise ValueError("encode expects a list of texts, got a single string")
+        if self.tokenizer is None and texts:
+            raise ValueError("this RevelaRetriever has no tokenizer; pass one to encode text")
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out: list[torch.Tensor] = [None] * len(texts)  # type: ignore[list-item]
-        batches = range(0, len(texts), batch_size)
-        for start in tqdm(batches, desc="encoding", disable=not show_progress_bar, unit="batch"):
-            idx = order[start : start + batch_size]
-            enc = self.tokenize([texts[i] for i in idx], prefix)
-            emb = self(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu()
-            for row, i in enumerate(idx):
-                out[i] = emb[row]
+        out = torch.empty(len(texts), self.backbone.config.hidden_size, dtype=torch.float32)
+        by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        window = batch_size * ENCODE_WINDOW_BATCHES
+        append_eos = self.pooling == "eos"
+        pad_id = _pad_id(self.tokenizer) if texts else 0
+        with tqdm(total=len(texts), desc="encoding", disable=not show_progress_bar, unit="text") as bar:
+            for start in range(0, len(texts), window):
+                idx = by_chars[start : start + window]
+                rows = token_rows(self.tokenizer, [texts[i] for i in idx], prefix, self.max_length, append_eos)
+                by_tokens = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
+                for first in range(0, len(rows), batch_size):
+                    batch = by_tokens[first : first + batch_size]
+                    enc = pad_rows([rows[k] for k in batch], pad_id)
+                    emb = self(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+                    out[torch.tensor([idx[k] for k in batch])] = emb.to(device="cpu", dtype=torch.float32)
+                    bar.update(len(batch))
         self.train(was_training)
-        if not texts:
-            return torch.empty(0, self.backbone.config.hidden_size)
-        return torch.stack(out)
+        return out
 
     def encode_queries(self, queries: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> torch.Tensor:
         return self.encode(queries, self.query_prefix, batch_size, show_progress_bar)
@@ -229,21 +244,37 @@ def tokenize_texts(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], prefix: str, max_length: int, append_eos: bool
 ) -> dict[str, torch.Tensor]:
     """Right-padded `prefix + text` token ids and mask; with `append_eos` the EOS id ends every row (truncation keeps it)."""
+    return pad_rows(token_rows(tokenizer, texts, prefix, max_length, append_eos), _pad_id(tokenizer))
+
+
+def token_rows(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], prefix: str, max_length: int, append_eos: bool
+) -> list[list[int]]:
+    """Unpadded token ids of `prefix + text` (one batched tokenizer call), at most `max_length` each, EOS-ended with `append_eos`."""
     if append_eos and tokenizer.eos_token_id is None:
         raise ValueError("eos pooling needs a tokenizer with an EOS token")
+    if not texts:
+        return []
     limit = max_length - 1 if append_eos and not appends_eos(tokenizer) else max_length  # room for the EOS we add
     rows = tokenizer([prefix + t for t in texts], truncation=True, max_length=limit)["input_ids"]
     if append_eos:
         eos = tokenizer.eos_token_id
         rows = [ids if ids and ids[-1] == eos else ids + [eos] for ids in rows]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max((len(r) for r in rows), default=0)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, ids in enumerate(rows):
-        input_ids[k, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[k, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return rows
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token id rows to the longest one: `input_ids` and `attention_mask`, `(N, L)` long tensors."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max()) if len(rows) else 0
+    mask = np.arange(width) < lengths[:, None]  # (N, L), row-major order matches the concatenated rows
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def base_model_of(model: PreTrainedModel) -> PreTrainedModel:
