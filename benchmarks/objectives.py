@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -124,6 +125,7 @@ def main() -> None:
         print(json.dumps(measure(args.only, **shape)))
         return
     results = {}
+    load_before = os.getloadavg()[0]
     for objective in args.objectives:
         command = [sys.executable, __file__, "--only", objective, "--group-size", str(args.group_size), "--length", str(args.length),
                    "--layers", str(args.layers), "--hidden", str(args.hidden), "--steps", str(args.steps)]
@@ -136,7 +138,8 @@ def main() -> None:
             results[objective] = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps({
         "shape": {k: v for k, v in shape.items() if k != "threads"} | {"heads": max(args.hidden // 64, 1), "retriever_layers": max(args.layers // 2, 1)},
-        "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()},
+        "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform(),
+                    "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},  # before, after: other jobs skew timings
         "results": results,
     }, indent=2))
 
