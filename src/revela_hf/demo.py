@@ -42,7 +42,7 @@ class Budget:
 BUDGETS = {
     "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48),
     "default": Budget(max_steps=90, source_files=400, eval_every=30),
-    "full": Budget(max_steps=400, source_files=1500, eval_every=50, retriever_layers=10, group_size=16),
+    "full": Budget(max_steps=240, source_files=1200, eval_every=40),
 }
 
 
