@@ -369,11 +369,11 @@ def test_select_retrieval_heads_measures_the_helpful_candidate(tokenizer):
 # ---------------------------------------------------------------------- trainer runs
 def run_trainer(tokenizer, tmp_path, objective, rows, **model_kwargs):
     model = build(tokenizer, objective, **model_kwargs)
-    collator = data_collator_for(model.config, tokenizer, max_length=16, retriever_max_length=16)
     args = RevelaTrainingArguments(output_dir=str(tmp_path), max_steps=3, save_steps=3, logging_steps=1, report_to=[], use_cpu=True,
-                                   seed=0, disable_tqdm=True, learning_rate=1e-2)
-    trainer = RevelaTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                            data_collator=collator)
+                                   seed=0, disable_tqdm=True, learning_rate=1e-2, max_length=16, retriever_max_length=16)
+    trainer = RevelaTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    expected = DreamDataCollator if objective == "dream" else RevelaDataCollator
+    assert type(trainer.data_collator) is expected, "the trainer picks the objective's collator"
     trainer.train()
     return trainer
 

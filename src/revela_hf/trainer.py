@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from revela_hf.collator import RevelaDataCollator
 
 RETRIEVER_SUBFOLDER = "retriever"
 
@@ -62,10 +61,12 @@ class RevelaTrainer(Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("RevelaTrainer needs the LM tokenizer as processing_class (or a data_collator)")
-            data_collator = RevelaDataCollator.from_model_config(
+            from revela_hf.objectives import data_collator_for
+
+            data_collator = data_collator_for(
+                model.config,
                 processing_class,
                 retriever_tokenizer,
-                model.config,
                 max_length=args.max_length,
                 retriever_max_length=args.retriever_max_length,
             )

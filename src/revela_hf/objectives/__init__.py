@@ -44,7 +44,7 @@ def objective_forward(model, **inputs: Any):
 def data_collator_for(config, tokenizer, retriever_tokenizer=None, **kwargs: Any):
     """The collator of `config.objective`: `DreamDataCollator` for "dream", `RevelaDataCollator` otherwise.
 
-    Pass it to `RevelaTrainer(data_collator=...)` (the trainer's default is the Revela collator).
+    `RevelaTrainer` builds it when no `data_collator` is given.
     """
     from revela_hf.collator import DreamDataCollator, RevelaDataCollator
 
