@@ -32,7 +32,7 @@ import tempfile
 import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerFast
+from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from revela_hf import RevelaConfig, RevelaForCausalLM
 from revela_hf.collator import RevelaDataCollator

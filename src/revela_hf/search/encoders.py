@@ -6,7 +6,6 @@ sentence-transformers model; `load_encoder` opens a folder or Hub repo of either
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
