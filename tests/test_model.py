@@ -212,12 +212,13 @@ def test_bad_forward_input_is_named():
 
 
 def test_attention_implementation_the_model_cannot_take():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """CodeGen computes attention inside its own module (no AttentionInterface): a clear error, not silence."""
+    from transformers import CodeGenConfig, CodeGenForCausalLM
 
     from revela_hf import enable_inbatch_attention
 
-    lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
-    if lm._can_set_attn_implementation():
-        pytest.skip("GPT-2 dispatches through the attention interface in this transformers version")
+    lm = CodeGenForCausalLM(CodeGenConfig(n_layer=1, n_embd=32, n_head=2, rotary_dim=8, vocab_size=50, n_positions=32))
     with pytest.raises(ValueError, match="AttentionInterface"):
         enable_inbatch_attention(lm)
+    with pytest.raises(ValueError, match="CodeGenForCausalLM"):
+        RevelaForCausalLM.from_parts(lm, LlamaForCausalLM(LlamaConfig(**TINY)))
