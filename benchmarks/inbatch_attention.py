@@ -33,20 +33,25 @@ def naive(query, key, value, weights, v_norm=True, eps=1e-6):
     return torch.einsum("ij,ijhqd->ihqd", weights, pair)
 
 
-def measure(kind: str, B: int, H: int, Hkv: int, L: int, D: int) -> dict:
-    from revela_hf import inbatch_attention
-
+def inputs(B: int, H: int, Hkv: int, L: int, D: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     q = torch.randn(B, H, L, D, generator=g, requires_grad=True)
     k = torch.randn(B, Hkv, L, D, generator=g, requires_grad=True)
     v = torch.randn(B, Hkv, L, D, generator=g, requires_grad=True)
     w = torch.rand(B, B, generator=g).fill_diagonal_(0)
-    w = (w / w.sum(-1, keepdim=True)).requires_grad_()
+    return q, k, v, (w / w.sum(-1, keepdim=True)).requires_grad_()
+
+
+def measure(kind: str, B: int, H: int, Hkv: int, L: int, D: int) -> dict:
+    from revela_hf import inbatch_attention
+
+    q, k, v, w = inputs(B, H, Hkv, L, D)
     if kind.startswith("topk:"):
         top_k = int(kind.split(":")[1])
         fn = lambda *a: inbatch_attention(*a, top_k=top_k)  # noqa: E731
     else:
         fn = inbatch_attention if kind == "revela" else naive
+    fn(*inputs(2, H, Hkv, 8, D)).sum().backward()  # warm-up: lazy kernel and allocator set-up is not the operator's
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     fn(q, k, v, w).sum().backward()
