@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lm-lora-r", type=int, help="LoRA rank on the LM (needs --train-lm)")
     parser.add_argument("--train-lm", action="store_true", help="train the LM too (default: frozen)")
     parser.add_argument("--inbatch-layers", default="-4,-3,-2,-1", help="LM layers with in-batch attention, or 'all'")
+    parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk")
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
     parser.add_argument("--save-steps", type=int, default=50)
@@ -40,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         freeze_lm=not args.train_lm,
         inbatch_layers=layers,
         temperature=args.temperature,
+        config_overrides={"inbatch_top_k": args.inbatch_top_k},
     )
     training_args = RevelaTrainingArguments(
         output_dir=args.output,
