@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model(args.output)  # every rank: ZeRO-3 gathers collectively, the main process writes
     if trainer.is_world_process_zero():
         print(json.dumps({"retriever": f"{args.output}/{RETRIEVER_SUBFOLDER}", "steps": trainer.state.global_step}))
+    if torch.distributed.is_initialized():  # a live gloo thread at interpreter exit aborts the process
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

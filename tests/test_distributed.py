@@ -315,4 +315,8 @@ def test_example_script_runs_the_paper_zero3_recipe(tmp_path):
 
 
 if __name__ == "__main__":
+    import torch.distributed as dist
+
     worker(sys.argv[1], Path(sys.argv[2]))
+    if dist.is_initialized():  # a live gloo thread at interpreter exit aborts the process ("terminate called...")
+        dist.destroy_process_group()
