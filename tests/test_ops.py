@@ -8,16 +8,19 @@ import torch
 from revela_hf import inbatch_attention, inbatch_similarity
 
 
-def naive_inbatch_attention(query, key, value, weights, key_padding_mask, v_norm, eps=1e-6):
-    """out[i, h] = sum_j w[i, j] * softmax(q_ih k_jh^T / sqrt(D)) v_jh over chunk j's real tokens (loops)."""
+def naive_inbatch_attention(query, key, value, weights, key_padding_mask, v_norm, top_k=None, eps=1e-6):
+    """out[i, h] = sum_j w[i, j] * softmax(q_ih k_jh^T / sqrt(D)) v_jh over chunk j's real tokens (loops);
+    with `top_k`, j runs over the top_k largest weights of row i only."""
     B, H, Lq, D = query.shape
     group = H // key.shape[1]
     rows = []
     for i in range(B):
+        order = sorted(range(B), key=lambda j: -float(weights[i, j].detach()))
+        chosen = order if top_k is None else order[:top_k]
         heads = []
         for h in range(H):
             acc = torch.zeros(Lq, D, dtype=query.dtype)
-            for j in range(B):
+            for j in chosen:
                 real = key_padding_mask[j]
                 k = key[j, h // group][real]
                 v = value[j, h // group][real]

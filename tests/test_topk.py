@@ -1,6 +1,5 @@
 """Sparse top-k in-batch attention: `inbatch_attention(top_k=)` and `RevelaConfig.inbatch_top_k`."""
 
-import math
 
 import pytest
 import torch
@@ -8,31 +7,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig
 
 from revela_hf import RevelaConfig, RevelaForCausalLM, inbatch_attention
-
-
-def loop_reference(query, key, value, weights, key_padding_mask, v_norm, top_k, eps=1e-6):
-    """out[i, h] = sum over the top_k largest weights[i, j] of weights[i, j] * b_ijh (explicit loops)."""
-    B, H, Lq, D = query.shape
-    group = H // key.shape[1]
-    rows = []
-    for i in range(B):
-        order = sorted(range(B), key=lambda j: -float(weights[i, j].detach()))
-        chosen = order if top_k is None else order[:top_k]
-        heads = []
-        for h in range(H):
-            acc = torch.zeros(Lq, D, dtype=query.dtype)
-            for j in chosen:
-                real = key_padding_mask[j]
-                k = key[j, h // group][real]
-                v = value[j, h // group][real]
-                p = torch.softmax(query[i, h] @ k.T / math.sqrt(D), dim=-1)  # (Lq, Lj)
-                b = p @ v
-                if v_norm:
-                    b = b / (p @ v.norm(dim=-1) + eps).unsqueeze(-1)
-                acc = acc + weights[i, j] * b
-            heads.append(acc)
-        rows.append(torch.stack(heads))
-    return torch.stack(rows)
+from test_ops import naive_inbatch_attention
 
 
 def case(B=6, H=4, Hkv=2, Lq=5, Lk=7, D=8, dtype=torch.float64, seed=0):
@@ -67,7 +42,7 @@ def test_topk_matches_loop_reference_forward_and_backward(v_norm, heads, top_k):
     w = logits.softmax(-1)  # distinct weights: a unique top-k set per row
     compare(
         lambda: inbatch_attention(q, k, v, w, mask, v_norm=v_norm, top_k=top_k),
-        lambda: loop_reference(q, k, v, w, mask, v_norm, top_k),
+        lambda: naive_inbatch_attention(q, k, v, w, mask, v_norm, top_k),
         (q, k, v, logits),
         1e-8,
     )
@@ -77,7 +52,7 @@ def test_topk_float32_and_raw_weight_gradient():
     q, k, v, logits, mask = case(dtype=torch.float32, seed=3)
     w = logits.softmax(-1).detach().requires_grad_()
     out = inbatch_attention(q, k, v, w, mask, top_k=2)
-    ref = loop_reference(q, k, v, w, mask, True, 2)
+    ref = naive_inbatch_attention(q, k, v, w, mask, True, 2)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     grad_out = torch.randn_like(out)
     (gw,) = torch.autograd.grad((out * grad_out).sum(), w, retain_graph=True)

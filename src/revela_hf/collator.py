@@ -25,6 +25,20 @@ def leading_words(text: str, ratio: float) -> str:
     return text[: ends[keep - 1]]
 
 
+def retriever_inputs(
+    collator: "RevelaDataCollator | DreamDataCollator", tokenizer: PreTrainedTokenizerBase, queries: list[str], passages: list[str]
+) -> dict[str, torch.Tensor]:
+    """`query_*` / `passage_*` ids and masks, with the collator's prefixes, length limit and EOS rule."""
+    query = tokenize_texts(tokenizer, queries, collator.query_prefix, collator.retriever_max_length, collator.append_eos)
+    passage = tokenize_texts(tokenizer, passages, collator.passage_prefix, collator.retriever_max_length, collator.append_eos)
+    return {
+        "query_input_ids": query["input_ids"],
+        "query_attention_mask": query["attention_mask"],
+        "passage_input_ids": passage["input_ids"],
+        "passage_attention_mask": passage["attention_mask"],
+    }
+
+
 @dataclass
 class RevelaDataCollator:
     """Turn a dataset row `{"chunks": [...B texts], "sources"?: [...], "doc_ids"?: [...], "full_chunk"?: [...]}`
@@ -80,15 +94,7 @@ class RevelaDataCollator:
         queries = [chunk if whole else leading_words(chunk, self.query_ratio) for chunk, whole in zip(chunks, full)]
 
         batch = self._lm_inputs(chunks)
-        retriever_tokenizer = self.retriever_tokenizer or self.tokenizer
-        query = tokenize_texts(retriever_tokenizer, queries, self.query_prefix, self.retriever_max_length, self.append_eos)
-        passage = tokenize_texts(retriever_tokenizer, chunks, self.passage_prefix, self.retriever_max_length, self.append_eos)
-        batch.update(
-            query_input_ids=query["input_ids"],
-            query_attention_mask=query["attention_mask"],
-            passage_input_ids=passage["input_ids"],
-            passage_attention_mask=passage["attention_mask"],
-        )
+        batch.update(retriever_inputs(self, self.retriever_tokenizer or self.tokenizer, queries, chunks))
         doc_ids = group.get("doc_ids")
         if doc_ids:
             batch["same_document"] = torch.tensor([[a == b for b in doc_ids] for a in doc_ids])
@@ -216,16 +222,8 @@ class DreamDataCollator:
             batch["candidate_spans"][n, : len(row_spans)] = torch.tensor(row_spans) + offset
             batch["candidate_mask"][n, : len(row_spans)] = True
 
-        retriever_tokenizer = self.retriever_tokenizer or tok
-        query = tokenize_texts(retriever_tokenizer, [r["query"] for r in rows], self.query_prefix, self.retriever_max_length, self.append_eos)
         passages = [text for row in rows for text in row["candidates"]]
-        passage = tokenize_texts(retriever_tokenizer, passages, self.passage_prefix, self.retriever_max_length, self.append_eos)
-        batch.update(
-            query_input_ids=query["input_ids"],
-            query_attention_mask=query["attention_mask"],
-            passage_input_ids=passage["input_ids"],
-            passage_attention_mask=passage["attention_mask"],
-        )
+        batch.update(retriever_inputs(self, self.retriever_tokenizer or tok, [r["query"] for r in rows], passages))
         if any(row.get("positives") is not None for row in rows):
             same = torch.zeros((num_rows, max_candidates), dtype=torch.bool)
             for n, row in enumerate(rows):
