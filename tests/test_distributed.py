@@ -182,16 +182,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun(args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    """2 CPU processes under torchrun; each rank's output goes to its own file under `log_dir`, and a
+    failure reports every rank's last lines (rank 0 alone only says its peer went away)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "--log-dir", str(log_dir), "--redirects", "3", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if proc.returncode != 0:
+        ranks = "\n".join(f"--- {f.relative_to(log_dir)}:\n{f.read_text()[-3000:]}" for f in sorted(log_dir.rglob("std*.log")))
+        raise AssertionError(f"torchrun failed ({proc.returncode}):\n{ranks}\n--- torchrun:\n{proc.stderr[-3000:]}")
+
+
 def launch(mode: str, out: Path) -> None:
     if mode == "zero3":
         build_model(mode, out, tokenizer())  # writes the retriever base the workers (and the adapter) refer to
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), __file__, mode, str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    if proc.returncode != 0:
-        raise AssertionError(f"torchrun {mode} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    torchrun([__file__, mode, str(out)], env, out / "logs")
 
 
 def single_process_loss(mode: str, out: Path, inputs: dict) -> float:
@@ -297,14 +304,12 @@ def test_example_script_runs_the_paper_zero3_recipe(tmp_path):
     assert recipe["zero_optimization"]["stage"] == 3 and recipe["bf16"]["enabled"] == "auto"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(ROOT / "examples" / "train_distributed.py"), "--cpu",
+    script = [str(ROOT / "examples" / "train_distributed.py"), "--cpu",
            "--data", str(tmp_path / "data"), "--lm", str(tmp_path / "lm"), "--retriever", str(tmp_path / "retriever"),
            "--output", str(tmp_path / "run"), "--deepspeed", str(ROOT / "examples" / "zero3_paper_recipe.json"),
            "--lora-r", "8", "--lora-alpha", "16", "--max-steps", "2", "--gradient-accumulation-steps", "2",
            "--warmup-steps", "1", "--save-steps", "2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-8000:]
+    torchrun(script, env, tmp_path / "logs")
     for folder in (tmp_path / "run" / RETRIEVER_SUBFOLDER, tmp_path / "run" / "checkpoint-2" / RETRIEVER_SUBFOLDER):
         saved = load_file(folder / "adapter_model.safetensors")
         assert len(saved) == 2 * 7 * 2  # lora_A and lora_B on 7 projections of 2 layers

@@ -141,6 +141,25 @@ def test_bad_input_is_named(change, match):
         inbatch_attention(*change(q.detach(), k.detach(), v.detach(), w.detach(), mask))
 
 
+def test_similarity_is_computed_in_fp32_for_low_precision_embeddings():
+    """bf16 embeddings at the paper's tau = 1e-4: the weights equal the fp32 computation's and rows sum to 1."""
+    g = torch.Generator().manual_seed(3)
+    qe, pe = torch.randn(16, 64, generator=g).bfloat16(), torch.randn(16, 64, generator=g).bfloat16()
+    got = inbatch_similarity(qe, pe, temperature=1e-4)
+    torch.testing.assert_close(got, inbatch_similarity(qe.float(), pe.float(), temperature=1e-4))
+    torch.testing.assert_close(got.sum(-1), torch.ones(16), atol=1e-6, rtol=0)
+
+
+def test_low_precision_weights_pass_the_row_check():
+    q, k, v, w, mask = random_case(torch.float32)
+    w16 = w.detach().bfloat16()  # rows now sum to 1 only within bf16 rounding
+    assert (w16.float().sum(-1) - 1).abs().max() > 1e-3, "the case must exercise bf16 rounding"
+    out = inbatch_attention(q.detach().bfloat16(), k.detach().bfloat16(), v.detach().bfloat16(), w16, mask)
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="sum to 1"):  # the same sums in fp32 are a real error
+        inbatch_attention(q.detach(), k.detach(), v.detach(), w16.float(), mask)
+
+
 def test_similarity_bad_input():
     with pytest.raises(ValueError, match="at least 2"):
         inbatch_similarity(torch.randn(1, 4), torch.randn(1, 4))

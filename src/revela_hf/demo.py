@@ -57,18 +57,21 @@ class RetrievalCurve(TrainerCallback):
         if state.global_step % self.every == 0:
             score = evaluate_retrieval(model.retriever, self.data_dir)["ndcg@10"]
             self.points.append((state.global_step, score))
-            print(f"[revela demo] step {state.global_step}: HumanEval nDCG@10 = {100 * score:.1f}", flush=True)
+            print(f"[revela demo] step {state.global_step}: nDCG@10 = {100 * score:.1f}", flush=True)
 
 
-def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int = 0) -> dict:
-    """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot."""
+def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int = 0, eval_dir: str | None = None) -> dict:
+    """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot.
+
+    `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code).
+    """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     plan = BUDGETS[budget]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    beir = build_humaneval_beir(str(out / "humaneval"))
+    beir = eval_dir or build_humaneval_beir(str(out / "humaneval"))
     corpus = out / "corpus"
     if not corpus.exists():
         sources = [p for p in training_text_sources() if p.suffix == ".py"]
@@ -116,6 +119,7 @@ def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {
         "budget": budget,
+        "eval_data": str(beir),
         "plan": asdict(plan),
         "wall_time_s": round(time.time() - started, 1),
         "threads": torch.get_num_threads(),
@@ -125,7 +129,7 @@ def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int
         "retriever": str(Path(args.output_dir) / "retriever"),
     }
     _write_json_atomically(out / "results.json", results)
-    _plot(results, out / "results.png")
+    _plot(results, out / "results.png", "HumanEval docstring -> code" if eval_dir is None else Path(eval_dir).name)
     print(format_table(table))
     return results
 
@@ -136,7 +140,7 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _plot(results: dict, path: Path) -> None:
+def _plot(results: dict, path: Path, data_name: str) -> None:
     """Training loss and HumanEval nDCG@10 over steps, with BM25 as a reference line."""
     import matplotlib
 
@@ -152,7 +156,7 @@ def _plot(results: dict, path: Path) -> None:
     scores = [first] + [p["ndcg@10"] for p in results["curve"]]
     right.plot(steps, [100 * s for s in scores], marker="o", label="SmolLM2 + Revela")
     right.axhline(100 * results["table"]["BM25"]["ndcg@10"], color="gray", linestyle="--", label="BM25")
-    right.set(title="HumanEval docstring -> code", xlabel="step", ylabel="nDCG@10 (%)")
+    right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")

@@ -45,7 +45,10 @@ def similarity_weights(
         raise ValueError(f"a group needs at least 2 chunks for in-batch similarity, got B={group_size}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    cosine = F.normalize(query_emb, dim=-1) @ F.normalize(passage_emb, dim=-1).T  # (B, B)
+    # At least fp32 whatever the embeddings' dtype: at tau = 1e-4 the logits reach 1e4, and bf16's ~3 significant
+    # digits would move them by tens (and rows would not sum to 1).
+    dtype = torch.promote_types(query_emb.dtype, torch.float32)  # fp64 stays fp64
+    cosine = F.normalize(query_emb.to(dtype), dim=-1) @ F.normalize(passage_emb.to(dtype), dim=-1).T  # (B, B)
     logits = cosine / temperature
     if exclude_diagonal:
         eye = torch.eye(group_size, dtype=torch.bool, device=logits.device)
@@ -76,7 +79,8 @@ def check_inbatch_weights(weights: torch.Tensor, group_size: int) -> None:
         if (w < 0).any():
             raise ValueError("in-batch weights must be non-negative")
         row_sums = w.sum(dim=-1)
-        ok = ((row_sums - 1).abs() <= _ROW_SUM_TOLERANCE) | (row_sums.abs() <= _ROW_SUM_TOLERANCE)
+        tolerance = max(_ROW_SUM_TOLERANCE, torch.finfo(weights.dtype).eps)  # bf16 weights round to ~4e-3
+        ok = ((row_sums - 1).abs() <= tolerance) | (row_sums.abs() <= tolerance)
         if not ok.all():
             bad = ok.logical_not().nonzero().flatten()[:5].tolist()
             raise ValueError(
