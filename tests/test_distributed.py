@@ -233,10 +233,14 @@ def test_ddp_two_processes(tmp_path):
     final = torch.load(tmp_path / "final_params.pt")
     start = build_model("ddp", tmp_path, tokenizer()).state_dict()
     assert any(not torch.equal(final[n], start[n]) for n in final), "training changed the weights"
-    ckpt = tmp_path / "run" / f"checkpoint-{MAX_STEPS}" / RETRIEVER_SUBFOLDER
-    retriever = RevelaRetriever.from_pretrained(str(ckpt))
+    check_reloaded_retriever(tmp_path / "run" / f"checkpoint-{MAX_STEPS}", tmp_path)
+
+
+def check_reloaded_retriever(checkpoint: Path, out: Path) -> None:
+    """The checkpoint's retriever/ folder reloads to the embeddings the trained model gave."""
+    retriever = RevelaRetriever.from_pretrained(str(checkpoint / RETRIEVER_SUBFOLDER))
     emb = retriever.encode(PROBE_TEXTS, show_progress_bar=False)
-    torch.testing.assert_close(emb, torch.load(tmp_path / "final_embeddings.pt"), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(emb, torch.load(out / "final_embeddings.pt"), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -247,9 +251,7 @@ def test_deepspeed_zero2_two_processes(tmp_path):
     check_ranks_agree(tmp_path)
     ckpt = tmp_path / "run" / f"checkpoint-{MAX_STEPS}"
     assert any(p.name.startswith("global_step") for p in ckpt.iterdir()), "DeepSpeed engine state is in the checkpoint"
-    retriever = RevelaRetriever.from_pretrained(str(ckpt / RETRIEVER_SUBFOLDER))
-    emb = retriever.encode(PROBE_TEXTS, show_progress_bar=False)
-    torch.testing.assert_close(emb, torch.load(tmp_path / "final_embeddings.pt"), atol=1e-5, rtol=1e-5)
+    check_reloaded_retriever(ckpt, tmp_path)
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ from revela_hf.data.prepare import prepare
 from revela_hf.evaluation import evaluate_retrieval, format_table
 from revela_hf.humaneval import build_humaneval_beir
 from revela_hf.trainer import RevelaTrainingArguments
-from revela_hf.training import ModelSpec, build_model, train
+from revela_hf.retriever import RevelaRetriever
+from revela_hf.training import ModelSpec, train
 
 
 @dataclass
@@ -93,10 +94,8 @@ def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int
         retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
         retriever_layers=None,
     )
-    untrained, tokenizer = build_model(spec)
-    untrained.retriever.tokenizer = tokenizer
-    table = {"SmolLM2-135M untrained": evaluate_retrieval(untrained.retriever, beir)}
-    del untrained
+    # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
+    table = {"SmolLM2-135M untrained": evaluate_retrieval(RevelaRetriever.from_backbone(spec.retriever), beir)}
     curve = RetrievalCurve(beir, plan.eval_every)
     args = RevelaTrainingArguments(
         output_dir=str(out / "run"),
