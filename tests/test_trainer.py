@@ -128,3 +128,22 @@ def test_frozen_lm_is_bit_identical_after_training(tokenizer, tmp_path):
     moved = [not torch.equal(a, b) for a, b in zip(trainer.model.retriever.state_dict().values(), reference.retriever.state_dict().values())]
     assert any(moved), "the retriever must train"
     assert os.path.isdir(tmp_path / "frozen" / "checkpoint-2" / "retriever")
+
+
+def test_shared_base_trains_the_adapter_keeps_the_lm_and_resumes_exactly(tokenizer, tmp_path):
+    lora = {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}
+    shared = {"share_base": True, "freeze_lm": True, "inbatch_layers": [-1], "retriever_lora": lora}
+    straight = train(tokenizer, tmp_path / "straight", max_steps=4, **shared)
+    model, reference = straight.model, tiny_model(tokenizer, **shared)
+    assert model.retriever.backbone.layers[0].self_attn.k_proj.weight is model.lm.model.layers[0].self_attn.k_proj.weight
+    for name, tensor in reference.lm.state_dict().items():
+        assert torch.equal(model.lm.state_dict()[name], tensor), name
+    moved = [n for n, t in reference.retriever.state_dict().items() if not torch.equal(model.retriever.state_dict()[n], t)]
+    assert moved and all("lora_" in n for n in moved)
+    assert (tmp_path / "straight" / "checkpoint-2" / "retriever" / "adapter_model.safetensors").is_file()
+
+    train(tokenizer, tmp_path / "resumed", max_steps=4, stop_at=2, **shared)
+    resumed = train(tokenizer, tmp_path / "resumed", max_steps=4, resume=True, **shared).model
+    assert resumed.retriever.backbone.embed_tokens.weight is resumed.lm.model.embed_tokens.weight
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)

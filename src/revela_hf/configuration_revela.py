@@ -18,7 +18,7 @@ class RevelaConfig(PreTrainedConfig):
     Args:
         lm_config: config of the decoder LM that receives the in-batch attention.
         retriever_config: config of the retriever backbone; None = the LM's base model architecture
-            (`from_parts(lm)` then copies the LM's base weights into the retriever).
+            (`from_parts(lm)` then copies the LM's base weights into the retriever, or shares them).
         temperature: softmax temperature of Sim(i, j) (the paper: 1e-4).
         v_norm: V-normalise the in-batch term (METHOD.md; on for text, reported better off for code).
         exclude_diagonal: a chunk gives itself no weight.
@@ -33,6 +33,10 @@ class RevelaConfig(PreTrainedConfig):
         inbatch_top_k: sparse in-batch attention: each chunk attends only to the k chunks with the
             largest Sim(i, .), weights kept as-is (see `inbatch_attention(top_k=)`); None = exact.
         lm_lora / retriever_lora: `peft.LoraConfig` dicts injected at construction (None = no LoRA).
+        share_base: one copy of the base weights: the retriever backbone is built on the LM's own base
+            model parameters (its first `retriever_config.num_hidden_layers` layers, embeddings and final
+            norm), with the retriever's LoRA adapter on modules of its own, so LM forwards never see it.
+            Those weights must stay fixed: needs `retriever_lora`, and `freeze_lm=True` or `lm_lora`.
         objective: "revela", "dream" or "replug" (the last two need `freeze_lm=True`; see
             `revela_hf.objectives`).
         replug_retriever_temperature / replug_lm_temperature: tau_r and tau_lm of REPLUG's
@@ -70,6 +74,7 @@ class RevelaConfig(PreTrainedConfig):
     inbatch_top_k: int | None = None
     lm_lora: dict | None = None
     retriever_lora: dict | None = None
+    share_base: bool = False
     objective: Literal["revela", "dream", "replug"] = "revela"
     replug_retriever_temperature: float = 1e-3
     replug_lm_temperature: float = 1e-3
@@ -98,6 +103,12 @@ class RevelaConfig(PreTrainedConfig):
         ):
             raise ValueError(f"inbatch_top_k must be a positive int or None, got {self.inbatch_top_k!r}")
         self.resolved_inbatch_layers()  # validates indices
+        if self.share_base and self.retriever_lora is None:
+            raise ValueError("share_base trains the retriever as a LoRA adapter on the LM's weights: set retriever_lora")
+        if self.share_base and not self.freeze_lm and self.lm_lora is None:
+            raise ValueError(
+                "share_base needs the shared base weights frozen: set freeze_lm=True, or train the LM through lm_lora"
+            )
 
     def resolved_inbatch_layers(self) -> list[int]:
         """Sorted non-negative indices of the LM layers that receive the in-batch term."""

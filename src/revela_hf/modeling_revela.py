@@ -4,6 +4,9 @@ One training example is a group of B chunks. The retriever scores every pair (Si
 LM runs twice: a clean pass records each selected layer's key/value (the e-stream), then a
 second pass (the h-stream) adds `sum_j Sim(i, j) * b_ij` in those layers and computes the
 next-token loss. The gradient of that loss reaches the retriever only through Sim.
+
+With `config.share_base` the retriever backbone holds the LM's own base-model parameters (one copy
+in memory) in modules of its own, so its LoRA adapter wraps only the retriever's modules.
 """
 
 from __future__ import annotations
@@ -14,9 +17,15 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+from accelerate import init_empty_weights
 from peft import LoraConfig
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import ModelOutput
 
 from revela_hf.attention import InBatchContext, enable_inbatch_attention
@@ -49,6 +58,12 @@ class RevelaPreTrainedModel(PreTrainedModel):
                 sub._init_weights(module)
                 return
 
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict[str, str]:
+        # transformers reads `_tied_weights_keys` only when the config ties word embeddings; the
+        # `share_base` ties (set by `__init__`) hold regardless, so saving drops the retriever's
+        # names of the shared weights and loading points them back at the LM's.
+        return {**super().get_expanded_tied_weights_keys(all_submodels), **(self._tied_weights_keys or {})}
+
 
 class RevelaForCausalLM(RevelaPreTrainedModel):
     """A causal LM trained together with a retriever through in-batch attention (Revela)."""
@@ -62,7 +77,14 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         super().__init__(config)
         self.lm = lm if lm is not None else AutoModelForCausalLM.from_config(config.lm_config)
         enable_inbatch_attention(self.lm)
-        backbone = retriever_backbone if retriever_backbone is not None else AutoModel.from_config(config.retriever_config)
+        if config.share_base:
+            if retriever_backbone is not None:
+                raise ValueError("with share_base the retriever backbone is built on the LM's base model; pass none")
+            backbone = shared_base_model(base_model_of(self.lm), config.retriever_config)
+        elif retriever_backbone is not None:
+            backbone = retriever_backbone
+        else:
+            backbone = AutoModel.from_config(config.retriever_config)
         if backbone.config._attn_implementation is None:  # composite-config init leaves sub-models unset
             backbone.set_attn_implementation("sdpa" if backbone._supports_sdpa else "eager")
         self.retriever = RevelaRetriever(
@@ -74,10 +96,12 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         )
         if config.lm_lora is not None and not config.freeze_lm:
             self.lm.add_adapter(LoraConfig(**config.lm_lora))
+        if config.freeze_lm:  # before the retriever's adapter, whose weights a shared base would freeze too
+            self.lm.requires_grad_(False)
         if config.retriever_lora is not None:
             self.retriever.backbone.add_adapter(LoraConfig(**config.retriever_lora))
-        if config.freeze_lm:
-            self.lm.requires_grad_(False)
+        if config.share_base:
+            self._tied_weights_keys = self._shared_weight_names()
         self.post_init()
 
     @classmethod
@@ -87,29 +111,53 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         retriever: PreTrainedModel | RevelaRetriever | None = None,
         lm_lora: LoraConfig | dict | None = None,
         retriever_lora: LoraConfig | dict | None = None,
+        retriever_layers: int | None = None,
         **config_kwargs,
-    ) -> "RevelaForCausalLM":
-        """Build from a pretrained causal LM and a retriever backbone (None = a copy of the LM's base model).
+    ) -> RevelaForCausalLM:
+        """Build from a pretrained causal LM and a retriever backbone.
 
-        A `RevelaRetriever` brings its pooling, prefixes and max length into the config.
+        retriever None: the LM's base model, cut to its first `retriever_layers` layers when given;
+        a copy of it, or with `share_base=True` its very weights (one copy in memory). A
+        `RevelaRetriever` brings its pooling, prefixes and max length into the config. With
+        `share_base=True` a given retriever must hold the LM's base weights (e.g. a checkpoint cut
+        from the LM's): its config is kept, so the saved adapter names that checkpoint as its base
+        model, and its weights give way to the LM's.
         """
+        base = base_model_of(lm)
+        share_base = config_kwargs.get("share_base", False)
         if retriever is None:
-            backbone = copy.deepcopy(base_model_of(lm))
-        elif isinstance(retriever, RevelaRetriever):
-            backbone = retriever.backbone
-            for key, value in retriever.settings().items():
-                config_kwargs.setdefault("retriever_max_length" if key == "max_length" else key, value)
-            config_kwargs.pop("normalize", None)
+            retriever_config = first_layers_config(base.config, retriever_layers)
+            backbone = None if share_base else copy.deepcopy(shared_base_model(base, retriever_config))
         else:
-            backbone = base_model_of(retriever)
+            if retriever_layers is not None:
+                raise ValueError("retriever_layers cuts the LM's base model; load a given retriever with num_hidden_layers=N")
+            if isinstance(retriever, RevelaRetriever):
+                backbone = retriever.backbone
+                for key, value in retriever.settings().items():
+                    config_kwargs.setdefault("retriever_max_length" if key == "max_length" else key, value)
+                config_kwargs.pop("normalize", None)
+            else:
+                backbone = base_model_of(retriever)
+            retriever_config = backbone.config
+            if share_base:
+                _check_holds_base_weights(backbone, base)
+                backbone = None
         config = RevelaConfig(
             lm_config=lm.config,
-            retriever_config=backbone.config,
+            retriever_config=retriever_config,
             lm_lora=_lora_dict(lm_lora),
             retriever_lora=_lora_dict(retriever_lora),
             **config_kwargs,
         )
         return cls(config, lm=lm, retriever_backbone=backbone)
+
+    def _shared_weight_names(self) -> dict[str, str]:
+        """{retriever parameter name: LM parameter name} of every parameter the two hold in common."""
+        lm_names: dict[int, str] = {}
+        for name, param in self.lm.named_parameters(prefix="lm", remove_duplicate=False):
+            lm_names.setdefault(id(param), name)
+        named = self.retriever.named_parameters(prefix="retriever", remove_duplicate=False)
+        return {name: lm_names[id(param)] for name, param in named if id(param) in lm_names}
 
     # ------------------------------------------------------------------ plain-LM plumbing
     def get_input_embeddings(self) -> nn.Module:
@@ -244,6 +292,51 @@ def _replay_lower_layers(decoder: nn.Module, start: int, hidden: torch.Tensor) -
         yield
     finally:
         decoder.layers = original
+
+
+def first_layers_config(config: PreTrainedConfig, num_layers: int | None) -> PreTrainedConfig:
+    """A copy of a decoder config keeping its first `num_layers` layers (None = all)."""
+    config = copy.deepcopy(config)
+    if num_layers is None:
+        return config
+    if not 1 <= num_layers <= config.num_hidden_layers:
+        raise ValueError(f"retriever_layers must be in 1..{config.num_hidden_layers}, got {num_layers}")
+    config.num_hidden_layers = num_layers
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = config.layer_types[:num_layers]
+    return config
+
+
+def shared_base_model(base: PreTrainedModel, config: PreTrainedConfig) -> PreTrainedModel:
+    """A base model of `config` whose parameters ARE `base`'s (the same tensors, no copy).
+
+    `config` is `base`'s architecture with the same or fewer layers (see `first_layers_config`).
+    The modules are the model's own, so an adapter injected into it leaves `base` unchanged;
+    buffers (rotary frequencies) are its own too.
+    """
+    with init_empty_weights():  # parameters on the meta device until they are replaced; buffers real
+        model = AutoModel.from_config(config)
+    for name, param in model.named_parameters():
+        try:
+            source = base.get_parameter(name)
+        except AttributeError:
+            source = None
+        if source is None or source.shape != param.shape:
+            raise ValueError(f"the retriever's {name} {tuple(param.shape)} has no counterpart in the LM's base model")
+        module_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(module_name), leaf, source)
+    return model
+
+
+def _check_holds_base_weights(retriever: PreTrainedModel, base: PreTrainedModel) -> None:
+    """Raise unless every weight of `retriever` equals the LM base model's weight of that name."""
+    base_state = base.state_dict()
+    for name, tensor in retriever.state_dict().items():
+        if name not in base_state or base_state[name].shape != tensor.shape or not torch.equal(base_state[name], tensor):
+            raise ValueError(
+                f"share_base: the retriever's {name} is not the LM base model's; pass retriever=None "
+                "(retriever_layers=N for the first N layers) or a checkpoint cut from the LM's"
+            )
 
 
 def _lora_dict(lora: LoraConfig | dict | None) -> dict | None:

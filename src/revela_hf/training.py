@@ -19,11 +19,17 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass
 class ModelSpec:
-    """What to build: LM and retriever folders, LoRA ranks, which LM layers get the in-batch term."""
+    """What to build: LM and retriever folders, LoRA ranks, which LM layers get the in-batch term.
+
+    `share_base`: the retriever's LoRA adapter sits on the LM's own frozen weights (one copy in
+    memory); `retriever` is then None (the LM's base model, cut to `retriever_layers`) or a
+    checkpoint cut from the LM's (the base model its saved adapter names).
+    """
 
     lm: str
     retriever: str | None = None  # None = the LM's folder
     retriever_layers: int | None = None  # keep only the first N retriever layers (fast CPU runs)
+    share_base: bool = False
     retriever_lora_r: int = 16
     lm_lora_r: int | None = None  # None = no LoRA on the LM
     freeze_lm: bool = True
@@ -42,13 +48,17 @@ def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     lm = AutoModelForCausalLM.from_pretrained(spec.lm, dtype=torch.float32)
-    retriever_kwargs = {"num_hidden_layers": spec.retriever_layers} if spec.retriever_layers else {}
-    retriever = AutoModel.from_pretrained(spec.retriever or spec.lm, dtype=torch.float32, **retriever_kwargs)
+    retriever = None  # from_parts copies (or shares) the LM's base model, cut to retriever_layers
+    if spec.retriever is not None:
+        retriever_kwargs = {"num_hidden_layers": spec.retriever_layers} if spec.retriever_layers else {}
+        retriever = AutoModel.from_pretrained(spec.retriever, dtype=torch.float32, **retriever_kwargs)
     model = RevelaForCausalLM.from_parts(
         lm,
         retriever,
         lm_lora=lora(spec.lm_lora_r) if spec.lm_lora_r and not spec.freeze_lm else None,
         retriever_lora=lora(spec.retriever_lora_r) if spec.retriever_lora_r else None,
+        retriever_layers=spec.retriever_layers if retriever is None else None,
+        share_base=spec.share_base,
         freeze_lm=spec.freeze_lm,
         inbatch_layers=spec.inbatch_layers,
         temperature=spec.temperature,

@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lora-r", type=int, default=16, help="retriever LoRA rank (0 = train all weights)")
     parser.add_argument("--lm-lora-r", type=int, help="LoRA rank on the LM (needs --train-lm)")
     parser.add_argument("--train-lm", action="store_true", help="train the LM too (default: frozen)")
+    parser.add_argument(
+        "--share-base",
+        action="store_true",
+        help="the retriever is a LoRA adapter on the LM's own frozen weights (one copy in memory); --retriever, "
+        "if given, must be a checkpoint cut from the LM's",
+    )
     parser.add_argument("--inbatch-layers", default="-4,-3,-2,-1", help="LM layers with in-batch attention, or 'all'")
     parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk")
     parser.add_argument("--max-length", type=int, default=160)
@@ -39,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         retriever_lora_r=args.lora_r,
         lm_lora_r=args.lm_lora_r,
         freeze_lm=not args.train_lm,
+        share_base=args.share_base,
         inbatch_layers=layers,
         temperature=args.temperature,
         config_overrides={"inbatch_top_k": args.inbatch_top_k},
