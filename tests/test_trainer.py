@@ -88,11 +88,12 @@ class StopAt(TrainerCallback):
         control.should_training_stop = state.global_step >= self.step
 
 
-def train(tokenizer, output_dir, max_steps, resume=False, stop_at=None, **model_kwargs):
+def train(tokenizer, output_dir, max_steps, resume=False, stop_at=None, training_args=None, **model_kwargs):
     model = tiny_model(tokenizer, **model_kwargs)
     args = RevelaTrainingArguments(
         output_dir=str(output_dir), max_steps=max_steps, save_steps=2, logging_steps=1, report_to=[], use_cpu=True,
         gradient_accumulation_steps=2, seed=0, disable_tqdm=True, max_length=16, retriever_max_length=16,
+        **(training_args or {}),
     )
     trainer = RevelaTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows(8)), processing_class=tokenizer,
                             callbacks=[StopAt(stop_at)] if stop_at else None)
@@ -128,6 +129,32 @@ def test_frozen_lm_is_bit_identical_after_training(tokenizer, tmp_path):
     moved = [not torch.equal(a, b) for a, b in zip(trainer.model.retriever.state_dict().values(), reference.retriever.state_dict().values())]
     assert any(moved), "the retriever must train"
     assert os.path.isdir(tmp_path / "frozen" / "checkpoint-2" / "retriever")
+
+
+def logged_losses(trainer):
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_gradient_checkpointing_trains_like_plain_training(tokenizer, tmp_path):
+    plain = train(tokenizer, tmp_path / "plain", max_steps=2)
+    checkpointed = train(tokenizer, tmp_path / "checkpointed", max_steps=2, training_args={"gradient_checkpointing": True})
+    assert checkpointed.model.lm.model.layers[0].gradient_checkpointing
+    assert checkpointed.model.retriever.backbone.layers[0].gradient_checkpointing
+    assert logged_losses(checkpointed) == pytest.approx(logged_losses(plain), abs=1e-6)
+    for (name, a), b in zip(plain.model.state_dict().items(), checkpointed.model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_bf16_mixed_precision_training_on_cpu(tokenizer, tmp_path):
+    """`bf16=True` on CPU (autocast): losses close to fp32 training's, finite weights that moved, fp32 master weights."""
+    fp32 = train(tokenizer, tmp_path / "fp32", max_steps=2)
+    bf16 = train(tokenizer, tmp_path / "bf16", max_steps=2, training_args={"bf16": True})
+    assert bf16.accelerator.mixed_precision == "bf16"
+    assert logged_losses(bf16) == pytest.approx(logged_losses(fp32), abs=2e-3)
+    initial = tiny_model(tokenizer).state_dict()
+    trained = bf16.model.state_dict()
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in trained.values())
+    assert any(not torch.equal(trained[n], initial[n]) for n in initial if n.startswith("retriever.")), "the retriever must train"
 
 
 def test_shared_base_trains_the_adapter_keeps_the_lm_and_resumes_exactly(tokenizer, tmp_path):

@@ -170,10 +170,16 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         """Generate with the LM alone (no in-batch context)."""
         return self.lm.generate(*args, **kwargs)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}
-        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        self.retriever.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Checkpoint the decoder layers of the LM and the retriever (what `gradient_checkpointing=True` in the
+        Trainer calls). Non-reentrant only: Sim reaches the layers inside the in-batch context, a keyword
+        argument that reentrant checkpointing does not differentiate through."""
+        kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        if kwargs["use_reentrant"]:
+            raise ValueError("in-batch training needs non-reentrant checkpointing: use_reentrant=False")
+        super().activation_checkpointing_enable(kwargs, every_n_layers=every_n_layers, offload=offload)
 
     # ------------------------------------------------------------------ forward
     def forward(

@@ -45,10 +45,12 @@ def similarity_weights(
         raise ValueError(f"a group needs at least 2 chunks for in-batch similarity, got B={group_size}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    # At least fp32 whatever the embeddings' dtype: at tau = 1e-4 the logits reach 1e4, and bf16's ~3 significant
-    # digits would move them by tens (and rows would not sum to 1).
+    # At least fp32 whatever the embeddings' dtype, autocast included (it would run the matmul in bf16): at
+    # tau = 1e-4 the logits reach 1e4, and bf16's ~3 significant digits would move them by tens (and rows
+    # would not sum to 1).
     dtype = torch.promote_types(query_emb.dtype, torch.float32)  # fp64 stays fp64
-    cosine = F.normalize(query_emb.to(dtype), dim=-1) @ F.normalize(passage_emb.to(dtype), dim=-1).T  # (B, B)
+    with torch.autocast(query_emb.device.type, enabled=False):
+        cosine = F.normalize(query_emb.to(dtype), dim=-1) @ F.normalize(passage_emb.to(dtype), dim=-1).T  # (B, B)
     logits = cosine / temperature
     if exclude_diagonal:
         eye = torch.eye(group_size, dtype=torch.bool, device=logits.device)
