@@ -14,7 +14,6 @@ from revela_hf import RevelaConfig, RevelaForCausalLM
 from revela_hf.collator import DreamDataCollator, RevelaDataCollator
 from revela_hf.objectives import (
     card_info,
-    data_collator_for,
     dream_rows_from_groups,
     dream_rows_from_pairs,
     resolve_dream_heads,
@@ -133,6 +132,13 @@ def test_objectives_need_a_frozen_lm(tokenizer):
         build(tokenizer, "replug", freeze_lm=False)(**batch)
     with pytest.raises(ValueError, match="inbatch_weights"):
         build(tokenizer, "replug")(**batch, inbatch_weights=torch.zeros(4, 4))
+    dream = build(tokenizer, "dream", freeze_lm=False)
+    batch = dream_batch(tokenizer)
+    with pytest.raises(ValueError, match="freeze_lm=True"):
+        dream(**batch)  # the retriever scores: only a frozen LM keeps its gradient the retriever's alone
+    weights = batch["candidate_mask"].float() / batch["candidate_mask"].sum(-1, keepdim=True)
+    dream(**batch, inbatch_weights=weights).loss.backward()  # given weights: an LM warm-up may train the LM
+    assert all(p.grad is not None for p in dream.lm.parameters() if p.requires_grad)
 
 
 # ---------------------------------------------------------------------- DREAM collator and builders
@@ -392,103 +398,3 @@ def test_trainer_keeps_the_llm_bit_identical_and_trains_the_retriever(tokenizer,
     assert logs and all({"sim_entropy", "sim_max", "top1_same_doc"} <= set(entry) for entry in logs)
     assert (tmp_path / "checkpoint-3" / "retriever").is_dir()
     assert card_info(trainer.model.config).hyperparameters["objective"] == objective
-
-
-# ---------------------------------------------------------------------- learning (opt-in: REVELA_LEARNING_TESTS=1)
-# Topic t has a candidate word a{t}, a query word q{t} and four value words. The LM is first
-# trained (then frozen) on packed rows where the a-words in context predict their values and the
-# q-word is noise, so only a candidate tells the LM the target; the retriever starts at chance and
-# must learn q{t} <-> a{t} from the frozen LM's signal alone.
-TOPICS, FILLERS = 12, 16
-TOPIC_WORDS = ([f"a{t}" for t in range(TOPICS)] + [f"q{t}" for t in range(TOPICS)]
-               + [f"v{t}_{i}" for t in range(TOPICS) for i in range(4)] + [f"f{i}" for i in range(FILLERS)])
-
-
-def topic_row(rng, k, query_topic=None):
-    topics = rng.sample(range(TOPICS), k)
-    t = topics[0]
-    rng.shuffle(topics)
-    fill = lambda n: " ".join(rng.sample([f"f{i}" for i in range(FILLERS)], n))  # noqa: E731
-    return {"query": f"q{t if query_topic is None else query_topic} {fill(2)}",
-            "target": " " + " ".join(rng.sample([f"v{t}_{i}" for i in range(4)], 4)),
-            "candidates": [f"a{s} {fill(3)}" for s in topics], "positives": [s == t for s in topics]}
-
-
-def topic_group(rng, pairs=3):
-    chunks, docs = [], []
-    for row in (topic_row(rng, 1) for _ in range(pairs)):
-        chunks += [row["candidates"][0], row["query"] + " w w" + row["target"]]  # "q{t} f f w w | v v v v"
-        docs += [row["query"]] * 2
-    order = rng.sample(range(len(chunks)), len(chunks))
-    return {"chunks": [chunks[i] for i in order], "doc_ids": [docs[i] for i in order]}
-
-
-def learning_run(objective, steps=80, pretrain_steps=200, seed=0, **config):
-    import random
-    import tempfile
-
-    tokenizer = word_tokenizer(TOPIC_WORDS + ["w"])
-    lm = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=4, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-    torch.manual_seed(seed)
-    model = RevelaForCausalLM(RevelaConfig(
-        lm_config=LlamaConfig(**lm).to_dict(), retriever_config=LlamaConfig(**{**lm, "num_hidden_layers": 1}).to_dict(),
-        objective=objective, freeze_lm=True, pooling="mean", query_prefix="", passage_prefix="", **config))
-    rng = random.Random(seed)
-    packer = DreamDataCollator(tokenizer, query_prefix="", passage_prefix="")
-    model.lm.requires_grad_(True)
-    optimizer = torch.optim.Adam(model.lm.parameters(), lr=1e-2)
-    for _ in range(pretrain_steps):
-        batch = packer([topic_row(rng, rng.choice([1, 2, 3]), query_topic=rng.randrange(TOPICS)) for _ in range(16)])
-        plain_packed_loss(model, batch).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.lm.requires_grad_(False)
-
-    collator = data_collator_for(model.config, tokenizer)
-    if objective == "dream":
-        train = [{k: [r[k] for r in rows] for k in rows[0]} for rows in ([topic_row(rng, 4) for _ in range(8)] for _ in range(steps))]
-        tests = [collator([topic_row(rng, 4) for _ in range(8)]) for _ in range(10)]
-    else:
-        train = [topic_group(rng) for _ in range(steps)]
-        tests = []
-        for group in (topic_group(rng) for _ in range(20)):
-            batch = collator([group])
-            batch["anchor"] = torch.tensor([c.startswith("q") for c in group["chunks"]])  # chunks whose rest needs the partner
-            tests.append(batch)
-
-    @torch.no_grad()
-    def accuracy():
-        hits = total = 0
-        for batch in tests:
-            inputs = {k: v for k, v in batch.items() if k not in ("same_document", "anchor")}
-            scores = model(**inputs).similarity
-            if objective == "replug":
-                scores = scores.masked_fill(torch.eye(len(scores), dtype=torch.bool), float("-inf"))
-            top = scores.argmax(-1)
-            hit = batch["same_document"][torch.arange(len(top)), top]
-            keep = batch.get("anchor", torch.ones_like(hit))
-            hits, total = hits + int(hit[keep].sum()), total + int(keep.sum())
-        return hits / total
-
-    before = accuracy()
-    with tempfile.TemporaryDirectory() as output_dir:
-        args = RevelaTrainingArguments(output_dir=output_dir, max_steps=steps, learning_rate=3e-3, warmup_steps=5, save_strategy="no",
-                                       report_to=[], use_cpu=True, disable_tqdm=True, seed=seed)
-        RevelaTrainer(model=model, args=args, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
-                      data_collator=collator).train()
-    return before, accuracy()
-
-
-@pytest.mark.skipif(not __import__("os").environ.get("REVELA_LEARNING_TESTS"), reason="slow: set REVELA_LEARNING_TESTS=1")
-@pytest.mark.parametrize("objective,chance,margin,config", [
-    ("dream", 1 / 4, 0.25, {}),  # measured: 0.30 -> 0.85
-    # REPLUG learns weakly here (only the chunks with a q-word get a useful LM preference; the others
-    # add noise). Measured: tau_r = 1e-3 (default), 80 steps: 0.00 -> 0.35; tau_r = 0.05: 0.00 -> 0.43
-    # at 80 steps, 0.02 -> 0.33 at 160.
-    ("replug", 1 / 5, 0.1, {"replug_retriever_temperature": 0.05}),
-])
-def test_objective_learns_the_topic_task(objective, chance, margin, config):
-    before, after = learning_run(objective, **config)
-    print(f"{objective}: held-out top-1 {before:.3f} -> {after:.3f} (chance {chance:.3f})")
-    assert after > max(before, chance) + margin

@@ -1,4 +1,4 @@
-"""The synthetic proof that Revela learns retrieval (examples/synthetic_learning.py), run as a real process."""
+"""The synthetic proof that each objective learns retrieval (examples/synthetic_learning.py), run as a real process."""
 
 import json
 import subprocess
@@ -17,8 +17,9 @@ def run_example(*args: str) -> dict:
 
 
 @pytest.mark.slow
-def test_revela_learns_retrieval_from_language_modeling_alone():
-    result = run_example()
+@pytest.mark.parametrize("objective", ["revela", "replug", "dream"])
+def test_objective_learns_retrieval_from_language_modeling_alone(objective):
+    result = run_example("--objective", objective)
     assert result["accuracy_before"] < result["chance"] + 0.1  # no shortcut: queries share no word with partners
     assert result["accuracy_after"] >= 0.9
     assert result["loss_after"] < result["loss_before"]

@@ -253,9 +253,13 @@ def dream_forward(
 ) -> DreamOutput:
     """The DREAM loss of N packed rows (as `DreamDataCollator` builds them).
 
-    `inbatch_weights` `(N, K)` replaces the retriever's P(k | query) (oracle and equality tests).
+    `inbatch_weights` `(N, K)` replaces the retriever's P(k | query) (oracle and equality tests). With
+    them the retriever is out of the loop, so the LM may be trainable: that teaches an LM to read the
+    candidates its biased heads point at (a warm-up for LMs without such heads). Scored by the
+    retriever, the LM must be frozen.
     """
-    require_frozen_lm(model, "dream")
+    if inbatch_weights is None:
+        require_frozen_lm(model, "dream")
     if candidate_spans is None or candidate_mask is None or labels is None:
         raise ValueError("objective='dream' needs labels, candidate_spans and candidate_mask (use DreamDataCollator)")
     if model.config.dream_temperature <= 0:
