@@ -10,14 +10,18 @@ import pytest
 from revela_hf import RevelaRetriever
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
-    out = tmp_path / "demo"
+def run_demo(out, *args: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "revela_hf.cli", "demo", "--budget", "ci", "--output", str(out)],
+        [sys.executable, "-m", "revela_hf.cli", "demo", "--budget", "ci", "--output", str(out), *args],
         capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
+    out = tmp_path / "demo"
+    run_demo(out)
     results = json.loads((out / "results.json").read_text())
     table = results["table"]
     assert set(table) == {"SmolLM2-135M untrained", "SmolLM2-135M + Revela", "BM25", "all-MiniLM-L6-v2 (supervised)"}
@@ -29,3 +33,15 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     retriever = RevelaRetriever.from_pretrained(results["retriever"])
     embeddings = retriever.encode_queries(["return the sum of a list"], show_progress_bar=False)
     assert embeddings.shape[0] == 1 and abs(float(embeddings.norm()) - 1.0) < 1e-4
+
+
+@pytest.mark.slow
+def test_demo_trains_each_objective_on_the_same_data(tmp_path):
+    out = tmp_path / "demo"
+    for objective, name in (("dream", "DREAM"), ("replug", "REPLUG")):
+        run_demo(out, "--objective", objective)
+        results = json.loads((out / f"results-{objective}.json").read_text())
+        assert results["objective"] == objective and f"SmolLM2-135M + {name}" in results["table"]
+        card = (out / f"run-{objective}" / "retriever" / "README.md").read_text()
+        assert f"| objective | `{objective}` |" in card
+        assert RevelaRetriever.from_pretrained(results["retriever"]).encode_queries(["x"], show_progress_bar=False).shape[0] == 1

@@ -396,5 +396,6 @@ def test_trainer_keeps_the_llm_bit_identical_and_trains_the_retriever(tokenizer,
     assert any(moved), "the retriever must train"
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logs and all({"sim_entropy", "sim_max", "top1_same_doc"} <= set(entry) for entry in logs)
-    assert (tmp_path / "checkpoint-3" / "retriever").is_dir()
     assert card_info(trainer.model.config).hyperparameters["objective"] == objective
+    card = (tmp_path / "checkpoint-3" / "retriever" / "README.md").read_text()
+    assert f"| objective | `{objective}` |" in card and "| steps | `3` |" in card

@@ -29,7 +29,8 @@ from revela_hf.training import ModelSpec, train
 
 @dataclass
 class Budget:
-    """How much to train: `default` fits 25 minutes on 2 CPU cores, `ci` is a smoke test."""
+    """How much to train: `default` fits 25 minutes on 2 CPU cores, `ci` is a smoke test, `compare` runs
+    every objective on default's data."""
 
     max_steps: int
     source_files: int
@@ -40,10 +41,23 @@ class Budget:
     max_tokens: int = 128
 
 
+# What each objective changes in the recipe; data, steps, LM, retriever and evaluation stay the same.
+# DREAM biases the heads of the same top 4 layers that receive Revela's in-batch term.
+OBJECTIVE_OVERRIDES: dict[str, dict] = {
+    "revela": {},
+    "replug": {"objective": "replug"},
+    "dream": {"objective": "dream", "dream_layers": [-4, -3, -2, -1]},
+}
+
+OBJECTIVE_NAMES = {"revela": "Revela", "replug": "REPLUG", "dream": "DREAM"}
+
 BUDGETS = {
     "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48),
     "default": Budget(max_steps=90, source_files=400, eval_every=30),
     "full": Budget(max_steps=240, source_files=1200, eval_every=40),
+    # The objectives side by side: default's data, fewer steps (a REPLUG or DREAM step scores
+    # 56 chunk pairs or 8 packed rows of 7 candidates with the 30-layer LM: 5-8x a Revela step).
+    "compare": Budget(max_steps=20, source_files=400, eval_every=10),
 }
 
 
@@ -61,13 +75,22 @@ class RetrievalCurve(TrainerCallback):
             print(f"[revela demo] step {state.global_step}: nDCG@10 = {100 * score:.1f}", flush=True)
 
 
-def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int = 0, eval_dir: str | None = None) -> dict:
+def run_demo(
+    output_dir: str = "revela-demo",
+    budget: str = "default",
+    seed: int = 0,
+    eval_dir: str | None = None,
+    objective: str = "revela",
+) -> dict:
     """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot.
 
-    `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code).
+    `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code);
+    `objective` the training objective (revela, replug or dream; the LM stays frozen in all three).
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    if objective not in OBJECTIVE_OVERRIDES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_OVERRIDES)}")
     plan = BUDGETS[budget]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,12 +116,13 @@ def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),
         retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
         retriever_layers=None,
+        config_overrides=OBJECTIVE_OVERRIDES[objective],
     )
     # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
     table = {"SmolLM2-135M untrained": evaluate_retrieval(RevelaRetriever.from_backbone(spec.retriever), beir)}
     curve = RetrievalCurve(beir, plan.eval_every)
     args = RevelaTrainingArguments(
-        output_dir=str(out / "run"),
+        output_dir=str(out / ("run" if objective == "revela" else f"run-{objective}")),
         max_steps=plan.max_steps,
         learning_rate=3e-4,
         warmup_steps=max(1, plan.max_steps // 10),
@@ -113,11 +137,12 @@ def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int
         use_cpu=True,
     )
     trainer = train(spec, corpus, args, callbacks=[curve])
-    table["SmolLM2-135M + Revela"] = evaluate_retrieval(trainer.model.retriever, beir)
+    table[trained_name(objective)] = evaluate_retrieval(trainer.model.retriever, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {
         "budget": budget,
+        "objective": objective,
         "eval_data": str(beir),
         "plan": asdict(plan),
         "wall_time_s": round(time.time() - started, 1),
@@ -127,10 +152,16 @@ def run_demo(output_dir: str = "revela-demo", budget: str = "default", seed: int
         "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
         "retriever": str(Path(args.output_dir) / "retriever"),
     }
-    _write_json_atomically(out / "results.json", results)
-    _plot(results, out / "results.png", "HumanEval docstring -> code" if eval_dir is None else Path(eval_dir).name)
+    stem = "results" if objective == "revela" else f"results-{objective}"
+    _write_json_atomically(out / f"{stem}.json", results)
+    _plot(results, out / f"{stem}.png", "HumanEval docstring -> code" if eval_dir is None else Path(eval_dir).name)
     print(format_table(table))
     return results
+
+
+def trained_name(objective: str) -> str:
+    """The results-table row of the retriever trained with `objective`."""
+    return f"SmolLM2-135M + {OBJECTIVE_NAMES[objective]}"
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
@@ -153,7 +184,7 @@ def _plot(results: dict, path: Path, data_name: str) -> None:
     first = results["table"]["SmolLM2-135M untrained"]["ndcg@10"]
     steps = [0] + [p["step"] for p in results["curve"]]
     scores = [first] + [p["ndcg@10"] for p in results["curve"]]
-    right.plot(steps, [100 * s for s in scores], marker="o", label="SmolLM2 + Revela")
+    right.plot(steps, [100 * s for s in scores], marker="o", label=trained_name(results["objective"]))
     right.axhline(100 * results["table"]["BM25"]["ndcg@10"], color="gray", linestyle="--", label="BM25")
     right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()

@@ -111,13 +111,21 @@ class RevelaTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
-        retriever = self.accelerator.unwrap_model(self.model).retriever
+        model = self.accelerator.unwrap_model(self.model)
+        retriever = model.retriever
         # Every rank calls `_save`. Under DeepSpeed ZeRO-3 each holds only a shard of every parameter
         # (reading them directly writes an EMPTY adapter), so all ranks gather what the retriever folder
         # stores, then the main process alone writes it.
         with _gathered_for_saving(retriever.backbone):
             if self.args.should_save:
-                retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER))
+                retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
+
+    def _card_info(self, config):
+        """The retriever's model card records its objective, the objective's settings and the run's schedule."""
+        from revela_hf.objectives import card_info
+
+        schedule = {"learning_rate": self.args.learning_rate, "steps": self.state.global_step}
+        return card_info(config, hyperparameters=schedule)
 
 
 @contextmanager

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from peft import LoraConfig
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from revela_hf.configuration_revela import RevelaConfig
 from revela_hf.modeling_revela import RevelaForCausalLM
+from revela_hf.objectives import dream_rows_from_groups
 from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -78,10 +80,19 @@ def train(
     if len(dataset) == 0:
         raise ValueError(f"the prepared dataset at {data_dir} holds no group")
     model, tokenizer = build_model(spec)
+    dataset = rows_for_objective(dataset, model.config)
     trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=_last_checkpoint(args.output_dir))
     trainer.save_model(args.output_dir)
     return trainer
+
+
+def rows_for_objective(dataset: Dataset, config: RevelaConfig) -> Dataset:
+    """The training rows of `config.objective` from prepared groups: the groups themselves (Revela,
+    REPLUG) or DREAM's label-free rows (query = a chunk's first `query_ratio`, candidates = its group)."""
+    if config.objective != "dream" or "chunks" not in dataset.column_names:
+        return dataset
+    return Dataset.from_list(dream_rows_from_groups(dataset, config.query_ratio))
 
 
 def _last_checkpoint(output_dir: str) -> str | None:

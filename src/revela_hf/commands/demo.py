@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from revela_hf.demo import BUDGETS
+from revela_hf.demo import BUDGETS, OBJECTIVE_OVERRIDES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", default="revela-demo", help="working folder (resumes if it exists)")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default", help="default: <= 25 min on 2 cores")
+    parser.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVE_OVERRIDES),
+        default="revela",
+        help="training objective (the LM stays frozen): revela (default), replug or dream",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 
@@ -23,5 +29,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from revela_hf.demo import run_demo
 
-    run_demo(args.output, args.budget, args.seed)
+    run_demo(args.output, args.budget, args.seed, objective=args.objective)
     return 0
