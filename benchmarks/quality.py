@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from revela_hf.demo import BUDGETS, OBJECTIVE_OVERRIDES, run_demo, trained_name
+from revela_hf.demo import BUDGETS, OBJECTIVE_NAMES, run_demo, trained_name
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default")
     parser.add_argument("--output", default="revela-quality", help="working folder")
-    parser.add_argument("--objective", choices=sorted(OBJECTIVE_OVERRIDES), default="revela")
+    parser.add_argument("--objective", choices=sorted(OBJECTIVE_NAMES), default="revela")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not (Path(args.data) / "corpus.jsonl").is_file():

@@ -59,3 +59,11 @@ def test_prepare_then_train_then_load(tmp_path, tiny_lm):
     # the trained adapter is not a no-op: it moves the embedding away from the bare backbone's
     bare = RevelaRetriever.from_backbone(tiny_lm, **retriever.settings()).encode_queries(texts, show_progress_bar=False)
     assert (emb - bare).abs().max() > 1e-6
+
+    # DREAM on the same prepared groups: its rows are built from them; its LM heads in the top layer.
+    dream_dir = tmp_path / "dream"
+    _cli("train", "--data", str(data), "--lm", tiny_lm, "--output", str(dream_dir), "--max-steps", "1", "--max-length", "64",
+         "--objective", "dream", "--inbatch-layers", "-1", "--lora-r", "4")
+    config = json.loads((dream_dir / "config.json").read_text())
+    assert config["objective"] == "dream" and config["dream_layers"] == [-1]
+    assert "| objective | `dream` |" in (dream_dir / "retriever" / "README.md").read_text()

@@ -24,7 +24,7 @@ from revela_hf.evaluation import evaluate_retrieval, format_table
 from revela_hf.humaneval import build_humaneval_beir
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever
-from revela_hf.training import ModelSpec, train
+from revela_hf.training import ModelSpec, objective_settings, train
 
 
 @dataclass
@@ -41,14 +41,8 @@ class Budget:
     max_tokens: int = 128
 
 
-# What each objective changes in the recipe; data, steps, LM, retriever and evaluation stay the same.
-# DREAM biases the heads of the same top 4 layers that receive Revela's in-batch term.
-OBJECTIVE_OVERRIDES: dict[str, dict] = {
-    "revela": {},
-    "replug": {"objective": "replug"},
-    "dream": {"objective": "dream", "dream_layers": [-4, -3, -2, -1]},
-}
-
+# The objectives the demo compares: same data, steps, LM, retriever and evaluation; the retriever's
+# scores enter the LM's top 4 layers (Revela's in-batch term, DREAM's biased heads).
 OBJECTIVE_NAMES = {"revela": "Revela", "replug": "REPLUG", "dream": "DREAM"}
 
 BUDGETS = {
@@ -89,8 +83,8 @@ def run_demo(
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    if objective not in OBJECTIVE_OVERRIDES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_OVERRIDES)}")
+    if objective not in OBJECTIVE_NAMES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_NAMES)}")
     plan = BUDGETS[budget]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +110,8 @@ def run_demo(
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),
         retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
         retriever_layers=None,
-        config_overrides=OBJECTIVE_OVERRIDES[objective],
     )
+    spec.config_overrides = objective_settings(objective, spec.inbatch_layers)
     # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
     table = {"SmolLM2-135M untrained": evaluate_retrieval(RevelaRetriever.from_backbone(spec.retriever), beir)}
     curve = RetrievalCurve(beir, plan.eval_every)

@@ -40,6 +40,14 @@ class ModelSpec:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
+def objective_settings(objective: str, layers: list[int] | None) -> dict[str, Any]:
+    """Config settings of `objective` whose retriever term enters the LM `layers` (None = all): Revela's
+    in-batch attention there, or DREAM's bias in those layers' heads; REPLUG scores whole sequences."""
+    if objective not in ("revela", "replug", "dream"):
+        raise ValueError(f"unknown objective {objective!r}; choose revela, replug or dream")
+    return {"objective": objective, **({"dream_layers": layers} if objective == "dream" else {})}
+
+
 def lora(r: int) -> LoraConfig:
     return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=LORA_TARGETS)
 

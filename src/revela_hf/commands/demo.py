@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from revela_hf.demo import BUDGETS, OBJECTIVE_OVERRIDES
+from revela_hf.demo import BUDGETS, OBJECTIVE_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default", help="default: <= 25 min on 2 cores")
     parser.add_argument(
         "--objective",
-        choices=sorted(OBJECTIVE_OVERRIDES),
+        choices=sorted(OBJECTIVE_NAMES),
         default="revela",
         help="training objective (the LM stays frozen): revela (default), replug or dream",
     )

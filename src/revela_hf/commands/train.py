@@ -1,4 +1,4 @@
-"""`revela train`: train a retriever with Revela on a dataset written by `revela prepare`."""
+"""`revela train`: train a retriever (Revela, REPLUG or DREAM) on a dataset written by `revela prepare`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the retriever is a LoRA adapter on the LM's own frozen weights (one copy in memory); --retriever, "
         "if given, must be a checkpoint cut from the LM's",
     )
-    parser.add_argument("--inbatch-layers", default="-4,-3,-2,-1", help="LM layers with in-batch attention, or 'all'")
+    parser.add_argument(
+        "--objective",
+        choices=["revela", "replug", "dream"],
+        default="revela",
+        help="revela (default), replug or dream (both keep the LM frozen; dream trains on rows built from the groups)",
+    )
+    parser.add_argument(
+        "--inbatch-layers",
+        default="-4,-3,-2,-1",
+        help="LM layers that take the retriever's scores (Revela's in-batch attention, DREAM's biased heads), or 'all'",
+    )
     parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk")
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
@@ -35,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from revela_hf.trainer import RevelaTrainingArguments
-    from revela_hf.training import ModelSpec, train
+    from revela_hf.training import ModelSpec, objective_settings, train
 
     layers = None if args.inbatch_layers == "all" else [int(i) for i in args.inbatch_layers.split(",")]
     spec = ModelSpec(
@@ -48,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         share_base=args.share_base,
         inbatch_layers=layers,
         temperature=args.temperature,
-        config_overrides={"inbatch_top_k": args.inbatch_top_k},
+        config_overrides={"inbatch_top_k": args.inbatch_top_k, **objective_settings(args.objective, layers)},
     )
     training_args = RevelaTrainingArguments(
         output_dir=args.output,
