@@ -192,9 +192,9 @@ def warm_up_pointer(model: RevelaForCausalLM, collator: DreamDataCollator, group
 
 
 def run(objective: str = "revela", group_size: int = 8, control: str = "none", seed: int = 0, pooling: str = "mean",
-        **overrides: float | int | None) -> dict:
+        inbatch_top_k: int | None = None, **overrides: float | None) -> dict:
     """Train and evaluate; `overrides` (steps, lm_warmup_steps, temperature, learning_rate, lm_learning_rate)
-    replace the objective's DEFAULTS where not None."""
+    replace the objective's DEFAULTS where not None; `inbatch_top_k`: Revela's sparse in-batch attention."""
     if objective not in DEFAULTS:
         raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(DEFAULTS)}")
     if control != "none" and objective != "revela":
@@ -221,6 +221,7 @@ def run(objective: str = "revela", group_size: int = 8, control: str = "none", s
         lm_config=LlamaConfig(**backbone).to_dict(),
         retriever_config=LlamaConfig(**backbone).to_dict(),
         objective=objective,
+        inbatch_top_k=inbatch_top_k,
         freeze_lm=objective != "revela",
         temperature=temperature,
         replug_retriever_temperature=temperature,
@@ -255,6 +256,7 @@ def run(objective: str = "revela", group_size: int = 8, control: str = "none", s
         "control": control,
         **plan,
         "group_size": group_size,
+        "inbatch_top_k": inbatch_top_k,
         "chance": round(1 / (group_size - 1), 4),
         "accuracy_before": round(accuracy_before, 4),
         "accuracy_after": round(accuracy_after, 4),
@@ -270,6 +272,7 @@ def main() -> None:
     parser.add_argument("--control", choices=["none", "uniform", "oracle"], default="none")
     parser.add_argument("--pooling", default="mean")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--inbatch-top-k", type=int, default=None, help="Revela: sparse in-batch attention over the k largest Sim")
     for name, help_text in (
         ("steps", "training steps (one group each)"),
         ("lm-warmup-steps", "steps that first teach the LM to read context"),
@@ -280,7 +283,8 @@ def main() -> None:
         kind = int if name.endswith("steps") else float
         parser.add_argument(f"--{name}", type=kind, default=None, help=f"{help_text}; default per objective (DEFAULTS)")
     args = vars(parser.parse_args())
-    result = run(args.pop("objective"), args.pop("group_size"), args.pop("control"), args.pop("seed"), args.pop("pooling"), **args)
+    result = run(args.pop("objective"), args.pop("group_size"), args.pop("control"), args.pop("seed"), args.pop("pooling"),
+                 args.pop("inbatch_top_k"), **args)
     print(json.dumps(result))
 
 

@@ -75,11 +75,13 @@ def run_demo(
     seed: int = 0,
     eval_dir: str | None = None,
     objective: str = "revela",
+    inbatch_top_k: int | None = None,
 ) -> dict:
     """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot.
 
     `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code);
-    `objective` the training objective (revela, replug or dream; the LM stays frozen in all three).
+    `objective` the training objective (revela, replug or dream; the LM stays frozen in all three);
+    `inbatch_top_k` Revela's sparse in-batch attention (None = exact).
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -111,7 +113,7 @@ def run_demo(
         retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
         retriever_layers=None,
     )
-    spec.config_overrides = objective_settings(objective, spec.inbatch_layers)
+    spec.config_overrides = {**objective_settings(objective, spec.inbatch_layers), "inbatch_top_k": inbatch_top_k}
     # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
     table = {"SmolLM2-135M untrained": evaluate_retrieval(RevelaRetriever.from_backbone(spec.retriever), beir)}
     curve = RetrievalCurve(beir, plan.eval_every)
@@ -137,6 +139,7 @@ def run_demo(
     results = {
         "budget": budget,
         "objective": objective,
+        "inbatch_top_k": inbatch_top_k,
         "eval_data": str(beir),
         "plan": asdict(plan),
         "wall_time_s": round(time.time() - started, 1),

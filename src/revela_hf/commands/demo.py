@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="revela",
         help="training objective (the LM stays frozen): revela (default), replug or dream",
     )
+    parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 
@@ -29,5 +30,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from revela_hf.demo import run_demo
 
-    run_demo(args.output, args.budget, args.seed, objective=args.objective)
+    run_demo(args.output, args.budget, args.seed, objective=args.objective, inbatch_top_k=args.inbatch_top_k)
     return 0
