@@ -1,6 +1,7 @@
 """The synthetic proof that each objective learns retrieval (examples/synthetic_learning.py), run as a real process."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "synthetic_learning
 
 
 def run_example(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=900)
+    # One thread: the models are tiny, and two threads on cores that other jobs share spin-wait for
+    # each other (measured: a 106 s run took over 900 s next to another 2-thread job).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
