@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from measure import rss_mib, timed_training_steps
 
 VARIANTS = {
     "full": {},
@@ -37,10 +36,6 @@ VARIANTS = {
     "frozen_lm": {"freeze_lm": True},
     "frozen_lm_top4": {"freeze_lm": True, "inbatch_layers": [-4, -3, -2, -1]},
 }
-
-
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(variant: str, args: argparse.Namespace) -> dict:
@@ -70,15 +65,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
                   query_input_ids=ids[:, : L // 2], query_attention_mask=mask[:, : L // 2],
                   passage_input_ids=ids, passage_attention_mask=mask)
     built = rss_mib()
-    times = []
-    for step in range(args.steps + 1):
-        start = time.perf_counter()
-        loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step:  # the first step warms up (allocator, optimizer state)
-            times.append(time.perf_counter() - start)
+    times, loss = timed_training_steps(model, inputs, optimizer, args.steps)
     peak = rss_mib()
     return {
         "variant": variant,
@@ -89,7 +76,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
         "step_seconds_all": [round(t, 3) for t in times],
         "peak_rss_mib": round(peak, 1),
         "train_peak_mib": round(peak - built, 1),
-        "loss": round(loss.item(), 4),
+        "loss": round(loss, 4),
     }
 
 

@@ -23,20 +23,15 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import time
 
 import torch
+from measure import rss_mib, timed_training_steps
 
 VARIANTS = ("two_copies", "shared")
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                 "num_attention_heads": 9, "num_key_value_heads": 3, "tie_word_embeddings": True}
-
-
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(variant: str, retriever_layers: int, args: argparse.Namespace) -> dict:
@@ -62,15 +57,7 @@ def measure(variant: str, retriever_layers: int, args: argparse.Namespace) -> di
     mask = torch.ones(B, L, dtype=torch.long)
     inputs = {"input_ids": ids, "attention_mask": mask, "labels": ids, "query_input_ids": ids[:, : L // 2],
               "query_attention_mask": mask[:, : L // 2], "passage_input_ids": ids, "passage_attention_mask": mask}
-    times = []
-    for step in range(args.steps + 1):
-        start = time.perf_counter()
-        loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step:  # the first step warms up (allocator, optimizer state)
-            times.append(time.perf_counter() - start)
+    times, loss = timed_training_steps(model, inputs, optimizer, args.steps)
     peak = rss_mib()
     return {
         "variant": variant,
@@ -82,7 +69,7 @@ def measure(variant: str, retriever_layers: int, args: argparse.Namespace) -> di
         "peak_over_imports_mib": round(peak - imported, 1),
         "peak_rss_mib": round(peak, 1),
         "step_seconds": round(min(times), 2),
-        "loss": round(loss.item(), 5),
+        "loss": round(loss, 5),
     }
 
 
