@@ -108,12 +108,14 @@ def run_demo(
             # docstring -> code query resembles, and the calibration runs learned with it.
             full_chunk_sources={"code": False},
         )
+    top_layers = [-4, -3, -2, -1]
     spec = ModelSpec(
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),
         retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
         retriever_layers=None,
+        inbatch_layers=top_layers,
+        config_overrides={**objective_settings(objective, top_layers), "inbatch_top_k": inbatch_top_k},
     )
-    spec.config_overrides = {**objective_settings(objective, spec.inbatch_layers), "inbatch_top_k": inbatch_top_k}
     # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
     table = {"SmolLM2-135M untrained": evaluate_retrieval(RevelaRetriever.from_backbone(spec.retriever), beir)}
     curve = RetrievalCurve(beir, plan.eval_every)

@@ -14,6 +14,17 @@ from torch.utils.checkpoint import checkpoint
 _ROW_SUM_TOLERANCE = 1e-3
 
 
+def cosine_matrix(query_emb: torch.Tensor, passage_emb: torch.Tensor) -> torch.Tensor:
+    """Cosine `(N, M)` of `(N, E)` queries and `(M, E)` passages, in at least fp32.
+
+    Whatever the embeddings' dtype, autocast included (it would run the matmul in bf16): at tau = 1e-4
+    the logits reach 1e4, and bf16's ~3 significant digits would move them by tens.
+    """
+    dtype = torch.promote_types(query_emb.dtype, torch.float32)  # fp64 stays fp64
+    with torch.autocast(query_emb.device.type, enabled=False):
+        return F.normalize(query_emb.to(dtype), dim=-1) @ F.normalize(passage_emb.to(dtype), dim=-1).T
+
+
 def similarity_weights(
     query_emb: torch.Tensor,
     passage_emb: torch.Tensor,
@@ -45,12 +56,7 @@ def similarity_weights(
         raise ValueError(f"a group needs at least 2 chunks for in-batch similarity, got B={group_size}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    # At least fp32 whatever the embeddings' dtype, autocast included (it would run the matmul in bf16): at
-    # tau = 1e-4 the logits reach 1e4, and bf16's ~3 significant digits would move them by tens (and rows
-    # would not sum to 1).
-    dtype = torch.promote_types(query_emb.dtype, torch.float32)  # fp64 stays fp64
-    with torch.autocast(query_emb.device.type, enabled=False):
-        cosine = F.normalize(query_emb.to(dtype), dim=-1) @ F.normalize(passage_emb.to(dtype), dim=-1).T  # (B, B)
+    cosine = cosine_matrix(query_emb, passage_emb)  # (B, B)
     logits = cosine / temperature
     if exclude_diagonal:
         eye = torch.eye(group_size, dtype=torch.bool, device=logits.device)

@@ -48,6 +48,7 @@ from revela_hf.attention import EAGER_ATTN_IMPLEMENTATION, _eager_attention_of, 
 from revela_hf.modeling_revela import RevelaOutput
 from revela_hf.objectives.base import require_frozen_lm
 from revela_hf.objectives.scoring import sequence_target_losses
+from revela_hf.ops import cosine_matrix
 
 DREAM_ATTN_IMPLEMENTATION = "revela_dream"
 DREAM_EAGER_ATTN_IMPLEMENTATION = "revela_dream_eager"
@@ -227,14 +228,16 @@ def retriever_candidate_scores(
 
     Passages are the real candidates only, in row-major order (`candidate_mask.sum()` rows).
     """
-    query_emb = F.normalize(model.retriever(query_input_ids, query_attention_mask), dim=-1)  # (N, E)
-    passage_emb = F.normalize(model.retriever(passage_input_ids, passage_attention_mask), dim=-1)  # (M, E)
+    query_emb = model.retriever(query_input_ids, query_attention_mask)  # (N, E)
+    passage_emb = model.retriever(passage_input_ids, passage_attention_mask)  # (M, E)
     real = candidate_mask.bool()
     if passage_emb.shape[0] != int(real.sum()):
         raise ValueError(f"{passage_emb.shape[0]} passages for {int(real.sum())} real candidates in candidate_mask")
-    per_candidate = passage_emb.new_zeros(*real.shape, passage_emb.shape[-1])
-    per_candidate[real] = passage_emb
-    return torch.einsum("ne,nke->nk", query_emb, per_candidate)
+    every_pair = cosine_matrix(query_emb, passage_emb)  # (N, M); passage m belongs to row rows[m]
+    rows = real.nonzero()[:, 0]
+    scores = every_pair.new_zeros(real.shape)
+    scores[real] = every_pair[rows, torch.arange(len(rows), device=rows.device)]
+    return scores
 
 
 def dream_forward(
