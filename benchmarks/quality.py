@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from revela_hf.demo import BUDGETS, OBJECTIVE_NAMES, run_demo, trained_name
+from revela_hf.demo import run_demo
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name
 
 
 def main() -> None:

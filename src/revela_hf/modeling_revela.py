@@ -21,6 +21,7 @@ from accelerate import init_empty_weights
 from peft import LoraConfig
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     PreTrainedConfig,
@@ -349,3 +350,8 @@ def _lora_dict(lora: LoraConfig | dict | None) -> dict | None:
     if lora is None or isinstance(lora, dict):
         return lora
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in lora.to_dict().items() if k != "peft_type"}
+
+
+AutoConfig.register("revela", RevelaConfig, exist_ok=True)
+AutoModel.register(RevelaConfig, RevelaForCausalLM, exist_ok=True)
+AutoModelForCausalLM.register(RevelaConfig, RevelaForCausalLM, exist_ok=True)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from revela_hf.dependency_versions import check_versions
+
 
 RETRIEVER_SUBFOLDER = "retriever"
 
@@ -30,6 +32,10 @@ class RevelaTrainingArguments(TrainingArguments):
     retriever_max_length: int = field(default=160, metadata={"help": "Retriever tokens per query/passage."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Rows hold text; the collator tokenises."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+
+    def __post_init__(self) -> None:
+        check_versions(("deepspeed",) if self.deepspeed else ())  # before deepspeed's config is read
+        super().__post_init__()
 
 
 class RevelaTrainer(Trainer):

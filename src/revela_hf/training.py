@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from datasets import Dataset, load_from_disk
 from peft import LoraConfig
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
 
 from revela_hf.configuration_revela import RevelaConfig
 from revela_hf.modeling_revela import RevelaForCausalLM
@@ -87,6 +87,7 @@ def train(
     dataset = load_from_disk(str(data_dir))
     if len(dataset) == 0:
         raise ValueError(f"the prepared dataset at {data_dir} holds no group")
+    set_seed(args.seed)  # the retriever's and LM's LoRA initialisation too, not only the Trainer's data order
     model, tokenizer = build_model(spec)
     dataset = rows_for_objective(dataset, model.config)
     trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)

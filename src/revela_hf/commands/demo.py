@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from revela_hf.demo import BUDGETS, OBJECTIVE_NAMES
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,15 +1,21 @@
-"""From raw text to training groups: reading, sentence-aware chunking, grouping, re-grouping."""
+"""From raw text to training groups: reading, sentence-aware chunking, grouping (re-grouping during
+training lives in `revela_hf.data.regroup`). Names are imported on first use."""
 
-from revela_hf.data.chunking import Chunker
-from revela_hf.data.encoders import HashingEncoder, SentenceTransformerEncoder
-from revela_hf.data.grouping import STRATEGIES, Grouping, group_chunks
-from revela_hf.data.prepare import PrepareSummary, prepare
-from revela_hf.data.readers import Document, DocumentReader, InputSpec
-from revela_hf.data.regroup import GroupDataset, RegroupCallback, embedding_groups
-from revela_hf.data.sentences import split_sentences
+from revela_hf.lazy import lazy_exports
 
-__all__ = [
-    "Chunker", "Document", "DocumentReader", "GroupDataset", "Grouping", "HashingEncoder", "InputSpec",
-    "PrepareSummary", "RegroupCallback", "STRATEGIES", "SentenceTransformerEncoder", "embedding_groups",
-    "group_chunks", "prepare", "split_sentences",
-]
+_EXPORTS = {
+    "Chunker": "revela_hf.data.chunking",
+    "HashingEncoder": "revela_hf.data.encoders",
+    "SentenceTransformerEncoder": "revela_hf.data.encoders",
+    "STRATEGIES": "revela_hf.data.grouping",
+    "Grouping": "revela_hf.data.grouping",
+    "group_chunks": "revela_hf.data.grouping",
+    "PrepareSummary": "revela_hf.data.prepare",
+    "prepare": "revela_hf.data.prepare",
+    "Document": "revela_hf.data.readers",
+    "DocumentReader": "revela_hf.data.readers",
+    "InputSpec": "revela_hf.data.readers",
+    "split_sentences": "revela_hf.data.sentences",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

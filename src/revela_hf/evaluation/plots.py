@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from revela_hf.dependency_versions import import_optional
+from revela_hf.evaluation.evaluate import HEADLINE_METRICS
 
-from revela_hf.evaluation.evaluate import HEADLINE_METRICS  # noqa: E402
+
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the file-only Agg backend (the `plot` extra), imported on first use."""
+    matplotlib = import_optional("matplotlib", "plot", "plotting results")
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
 
 
 def plot_results(table: dict[str, dict[str, float]], path: str | Path, metrics: tuple[str, ...] = HEADLINE_METRICS, title: str = "Retrieval results") -> Path:
     """Grouped bars (one group per metric, one bar per retriever, scores in percent) saved as PNG."""
     if not table:
         raise ValueError("nothing to plot: the results table is empty")
+    plt = pyplot()
     names = list(table)
     positions = np.arange(len(metrics))
     width = 0.8 / len(names)

@@ -1,0 +1,41 @@
+"""The main job's recipes: training budgets and the objectives the demo compares.
+
+Plain data with no heavy imports, so the command line can list them without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Budget:
+    """How much to train: `default` fits 25 minutes on 2 CPU cores, `ci` is a smoke test, `compare` runs
+    every objective on default's data."""
+
+    max_steps: int
+    source_files: int
+    eval_every: int
+    lm_layers: int | None = None  # None = the full LM; fewer only for the smoke test
+    retriever_layers: int = 6
+    group_size: int = 8
+    max_tokens: int = 128
+
+
+# The objectives the demo compares: same data, steps, LM, retriever and evaluation; the retriever's
+# scores enter the LM's top 4 layers (Revela's in-batch term, DREAM's biased heads).
+OBJECTIVE_NAMES = {"revela": "Revela", "replug": "REPLUG", "dream": "DREAM"}
+
+BUDGETS = {
+    "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48),
+    "default": Budget(max_steps=90, source_files=400, eval_every=30),
+    "full": Budget(max_steps=240, source_files=1200, eval_every=40),
+    # The objectives side by side: default's data, fewer steps (a REPLUG or DREAM step scores
+    # 56 chunk pairs or 8 packed rows of 7 candidates with the 30-layer LM: 5-8x a Revela step).
+    "compare": Budget(max_steps=20, source_files=400, eval_every=10),
+}
+
+
+def trained_name(objective: str) -> str:
+    """The results-table row of the retriever trained with `objective`."""
+    return f"SmolLM2-135M + {OBJECTIVE_NAMES[objective]}"
