@@ -109,3 +109,46 @@ def test_bad_chunker_options():
         Chunker(max_words=0)
     with pytest.raises(ValueError, match="kind"):
         Chunker().chunks("text", "latex")
+
+
+FUNCTIONS_MODULE = '''import os
+
+LIMIT = 3
+
+
+@cache
+def first(values):
+    """Return the first value of a non-empty sequence of values."""
+    return values[0]
+
+
+class Box:
+    size = 2
+
+    def area(self, other):
+        """Area of the box times another factor, in square units."""
+        def helper(x):
+            return x * x
+        return helper(self.size) * other
+'''
+
+
+def test_function_units_start_a_chunk_at_every_function() -> None:
+    chunks = Chunker(max_words=200, code_units="function").chunks(FUNCTIONS_MODULE, "code")
+    assert chunks[0].startswith("@cache\ndef first(values):") and chunks[0].endswith("return values[0]")
+    assert chunks[1].startswith("def area(self, other):") and "def helper" in chunks[1]  # nested stays inside
+    assert len(chunks) == 2 and not any("import os" in c or "LIMIT" in c for c in chunks)
+    blocks = Chunker(max_words=200).chunks(FUNCTIONS_MODULE, "code")
+    assert len(blocks) == 1 and "import os" in blocks[0]  # block units pack the whole small module
+
+
+def test_function_units_split_a_long_function_and_fall_back_on_other_code() -> None:
+    body = "\n".join(f"    total = total + {i} * value_{i}" for i in range(40))
+    source = f'def long(value):\n    """Sum many things."""\n    total = 0\n{body}\n    return total\n'
+    chunks = Chunker(max_words=60, code_units="function").chunks(source, "code")
+    assert len(chunks) > 1 and chunks[0].startswith("def long(value):")
+    assert all(len(c.split()) <= 60 for c in chunks)
+    java = "int add(int a, int b) {\n  return a + b;\n}\n"
+    assert Chunker(max_words=60, code_units="function").chunks(java, "code") == Chunker(max_words=60).chunks(java, "code")
+    with pytest.raises(ValueError, match="code_units"):
+        Chunker(code_units="line")

@@ -161,3 +161,19 @@ def test_cli_prepare(tmp_path, capsys):
     assert datasets.load_from_disk(str(out)).to_list() == rows.to_list()
     assert main(["prepare", str(STDLIB / "json"), "--output", str(tmp_path / "e"), "--strategy", "embedding"]) == 2
     assert "needs --encoder" in capsys.readouterr().err
+
+
+def test_kind_flags_and_function_units(tmp_path):
+    _, by_kind = run(tmp_path, "kind", strategy="document", full_chunk_sources={"code": False})
+    assert {f for row in by_kind for f in row["full_chunk"]} == {False}  # keyed by kind, not only by source
+    _, default = run(tmp_path, "default", strategy="document")
+    flags = {d.split("#")[0].endswith(".py"): f for row in default for d, f in zip(row["doc_ids"], row["full_chunk"])}
+    assert flags == {True: True, False: False}  # code full, the folder's .rst prose first-half
+    _, functions = run(tmp_path, "functions", strategy="document", code_units="function")
+
+    def openings(rows) -> tuple[int, int]:
+        code = [c for row in rows for c, d in zip(row["chunks"], row["doc_ids"]) if d.split("#")[0].endswith(".py")]
+        return sum(c.startswith(("def ", "async def ", "@")) for c in code), sum(c.startswith(("import ", "from ")) for c in code)
+
+    (starts, imports), (block_starts, block_imports) = openings(functions), openings(default)
+    assert starts > 2 * block_starts and imports == 0 < block_imports

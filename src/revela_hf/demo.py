@@ -78,9 +78,10 @@ def run_demo(
             max_tokens=plan.max_tokens,
             tokenizer=smollm2_path(),
             seed=seed,
-            # First-half queries on code too: a function's opening (signature, docstring) is what a
-            # docstring -> code query resembles, and the calibration runs learned with it.
+            # One function per chunk, first-half queries: a chunk's first half is then a signature and
+            # docstring, what a natural-language code query resembles (the calibration runs learned so).
             full_chunk_sources={"code": False},
+            code_units="function",
         )
     top_layers = [-4, -3, -2, -1]
     spec = ModelSpec(
@@ -97,8 +98,9 @@ def run_demo(
         output_dir=str(out / ("run" if objective == "revela" else f"run-{objective}")),
         max_steps=plan.max_steps,
         learning_rate=3e-4,
-        warmup_steps=max(1, plan.max_steps // 10),
-        lr_scheduler_type="cosine",
+        # Constant: at these budgets the curve still rises at the end, and a cosine decayed to zero
+        # stopped it early (HumanEval 29.8 vs 40.9 with a constant rate, issue #16).
+        lr_scheduler_type="constant",
         logging_steps=max(1, plan.max_steps // 30),
         save_steps=max(1, plan.max_steps // 3),
         save_total_limit=1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.data.chunking import CODE_UNITS
 from revela_hf.data.grouping import STRATEGIES
 
 
@@ -25,9 +26,11 @@ def register(subparsers) -> None:
     parser.add_argument("--text-column", default="text", help="text column of JSONL/CSV/Parquet/datasets inputs")
     parser.add_argument("--id-column", help="document id column of table inputs (default: file and row number)")
     parser.add_argument("--full-chunk", action="append", default=[], metavar="SOURCE",
-                        help="queries of this source use the full chunk (default only for code files)")
+                        help="queries of this source (or kind: code, text, markdown, rest) use the full chunk (default only for code)")
     parser.add_argument("--first-half", action="append", default=[], metavar="SOURCE",
-                        help="queries of this source use the first half of the chunk (default for prose)")
+                        help="queries of this source (or kind) use the first half of the chunk (default for prose)")
+    parser.add_argument("--code-units", choices=CODE_UNITS, default="block",
+                        help="code chunks: 'block' packs statements as they come; 'function' starts a chunk at every Python function")
     parser.add_argument("--interleave-width", type=int, default=4, help="documents interleaved at a time (strategy interleave)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.output, group_size=args.group_size, strategy=args.strategy, max_words=args.max_words,
         max_tokens=args.max_tokens, tokenizer=args.tokenizer, min_words=args.min_words, seed=args.seed,
         encoder=_encoder(args.encoder), text_column=args.text_column, id_column=args.id_column,
-        full_chunk_sources=flags, interleave_width=args.interleave_width, overwrite=args.overwrite,
+        full_chunk_sources=flags, code_units=args.code_units, interleave_width=args.interleave_width, overwrite=args.overwrite,
         show_progress=not args.no_progress,
     )
     print(summary.format())

@@ -7,6 +7,7 @@ inside one unless a single unit is longer than the limit. Pieces that fit are pa
 
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from dataclasses import dataclass
@@ -76,10 +77,46 @@ def _code_units(lines: list[str]) -> list[list[str]]:
     return units
 
 
-class Chunker:
-    """Cut text into chunks of at most `max_words` words, or `max_tokens` tokens of `tokenizer`."""
+CODE_UNITS = ("block", "function")
 
-    def __init__(self, max_words: int = 120, max_tokens: int | None = None, tokenizer=None):
+
+def python_functions(text: str) -> list[list[str]] | None:
+    """The lines of every outermost function of a Python module (methods of classes included, their
+    decorators attached, nested functions left inside their parent), in source order; None when the
+    text is not valid Python."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    lines = text.split("\n")
+    found: list[list[str]] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                found.append(textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno])).split("\n"))
+            elif isinstance(node, ast.ClassDef):
+                visit(node.body)
+
+    visit(tree.body)
+    return found
+
+
+class Chunker:
+    """Cut text into chunks of at most `max_words` words, or `max_tokens` tokens of `tokenizer`.
+
+    `code_units`: "block" packs a code file's statements and definitions into chunks as they come;
+    "function" makes every Python function (and method) start a chunk of its own, so a chunk opens
+    with a signature and docstring (its first half is what a natural-language code query resembles),
+    and drops module-level statements (imports, constants). Code that does not parse as Python falls
+    back to "block".
+    """
+
+    def __init__(self, max_words: int = 120, max_tokens: int | None = None, tokenizer=None, code_units: str = "block"):
+        if code_units not in CODE_UNITS:
+            raise ValueError(f"code_units must be one of {CODE_UNITS}, got {code_units!r}")
+        self.code_units = code_units
         if max_tokens is not None:
             if tokenizer is None:
                 raise ValueError("max_tokens needs a tokenizer to count tokens with")
@@ -211,6 +248,14 @@ class Chunker:
 
     def chunks(self, text: str, kind: str = "text") -> list[str]:
         """Cut a document into chunks that each measure at most the limit."""
+        if kind == "code" and self.code_units == "function":
+            functions = python_functions(text.replace("\r\n", "\n").replace("\r", "\n"))
+            if functions is not None:
+                return [c for lines in functions for c in self._pack(self._code_pieces(lines, ""))]
+        return self._pack(self.pieces(text, kind))
+
+    def _pack(self, pieces: list[Piece]) -> list[str]:
+        """Join consecutive pieces into chunks that each measure at most the limit."""
         chunks: list[str] = []
         current: list[Piece] = []
         size = 0
@@ -221,7 +266,7 @@ class Chunker:
                 chunks.append(textwrap.dedent(_join(current)).strip("\n").rstrip())
             current, size = [], 0
 
-        for piece in self.pieces(text, kind):
+        for piece in pieces:
             piece_size = self.measure(piece.text)
             if piece_size > self.limit:
                 flush()

@@ -105,6 +105,7 @@ def prepare(
     text_column: str = "text",
     id_column: str | None = None,
     full_chunk_sources: Mapping[str, bool] | None = None,
+    code_units: str = "block",
     interleave_width: int = 4,
     shard_size: int = 500_000,
     overwrite: bool = False,
@@ -112,8 +113,9 @@ def prepare(
 ) -> PrepareSummary:
     """Read `inputs`, chunk, group into groups of `group_size` with `strategy`, save a Dataset to `output_dir`.
 
-    `inputs` are paths or `SOURCE=PATH` strings. `full_chunk_sources` maps a source tag to whether
-    its chunks use the full chunk as query (default: True for code files, False for prose).
+    `inputs` are paths or `SOURCE=PATH` strings. `full_chunk_sources` maps a source tag or a document
+    kind (`code`, `text`, ...) to whether its chunks use the full chunk as query (default: True for
+    code files, False for prose). `code_units="function"` starts a chunk at every Python function.
     The `embedding` strategy needs `encoder` (anything with `encode_corpus`).
     Raises ValueError for bad options or a corpus too small for one group.
     """
@@ -123,7 +125,7 @@ def prepare(
     if strategy == "embedding" and encoder is None:
         raise ValueError("strategy 'embedding' needs an encoder")
     reader = DocumentReader(inputs, text_column=text_column, id_column=id_column)
-    chunker = Chunker(max_words=max_words, max_tokens=max_tokens, tokenizer=load_tokenizer(tokenizer))
+    chunker = Chunker(max_words=max_words, max_tokens=max_tokens, tokenizer=load_tokenizer(tokenizer), code_units=code_units)
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     seconds: dict[str, float] = {}

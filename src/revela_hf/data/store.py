@@ -56,8 +56,9 @@ class ChunkStore:
     ) -> "ChunkStore":
         """Chunk `documents` into an Arrow file at `path`, counting short and duplicate chunks in `skipped`.
 
-        A chunk's `full_chunk` flag comes from `full_chunk_sources[source]` when given, else it is
-        True for code documents (the retriever's query side then uses the whole chunk).
+        A chunk's `full_chunk` flag comes from `full_chunk_sources[source]`, else from
+        `full_chunk_sources[kind]` (`code`, `text`, ...), else it is True for code documents (the
+        retriever's query side then uses the whole chunk).
         """
         overrides = dict(full_chunk_sources or {})
         hashes = array("Q")
@@ -72,7 +73,7 @@ class ChunkStore:
                     values.clear()
 
             for document in documents:
-                full_chunk = overrides.get(document.source, document.kind == "code")
+                full_chunk = overrides.get(document.source, overrides.get(document.kind, document.kind == "code"))
                 produced = 0
                 for text in chunker.chunks(document.text, document.kind):
                     if len(text.split()) < min_words:
