@@ -12,10 +12,12 @@ from revela_hf.evaluation import (
     BeirDataset,
     evaluate_retrieval,
     format_table,
+    hybrid_name,
     load_beir,
     mrr_at_k,
     ndcg_at_k,
     plot_results,
+    reciprocal_rank_fusion,
     recall_at_k,
     write_beir,
 )
@@ -102,12 +104,25 @@ def test_cli_evaluate_sentence_transformers_and_bm25(beir_folder, tmp_path, caps
     from revela_hf.cli import main
 
     out, plot = tmp_path / "results.json", tmp_path / "results.png"
-    code = main(["evaluate", "--retriever", minilm_path(), "--data", str(beir_folder), "--output", str(out), "--plot", str(plot)])
+    code = main(["evaluate", "--retriever", minilm_path(), "--data", str(beir_folder), "--output", str(out), "--plot", str(plot),
+                 "--hybrid"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| bm25 |" in printed and "ndcg@10" in printed
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {minilm_path(), "bm25"} and plot.is_file()
+    assert set(results) == {minilm_path(), "bm25", hybrid_name(minilm_path())} and plot.is_file()
+    assert evaluate_retrieval(minilm_path(), beir_folder, hybrid=True) == results[hybrid_name(minilm_path())]
+
+
+def test_reciprocal_rank_fusion_follows_the_formula():
+    dense = {"q1": {"a": 0.9, "b": 0.8, "c": 0.1}, "q2": {"x": 0.5}}
+    lexical = {"q1": {"c": 12.0, "a": 3.0}, "q3": {"y": 1.0}}
+    fused = reciprocal_rank_fusion([dense, lexical], k=60, top_k=2)
+    expected_q1 = {"a": 1 / 61 + 1 / 62, "c": 1 / 63 + 1 / 61, "b": 1 / 62}
+    assert list(fused["q1"]) == ["a", "c"] and fused["q1"] == pytest.approx({d: expected_q1[d] for d in ("a", "c")})
+    assert fused["q2"] == pytest.approx({"x": 1 / 61}) and fused["q3"] == pytest.approx({"y": 1 / 61})
+    with pytest.raises(ValueError, match="top_k"):
+        reciprocal_rank_fusion([dense], top_k=0)
 
 
 def test_cli_evaluate_reports_missing_data(tmp_path, capsys):

@@ -50,12 +50,16 @@ def run_demo(
     eval_dir: str | None = None,
     objective: str = "revela",
     inbatch_top_k: int | None = None,
+    grouping: str = "document",
+    temperature: float = 1e-3,
 ) -> dict:
     """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot.
 
     `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code);
     `objective` the training objective (revela, replug or dream; the LM stays frozen in all three);
-    `inbatch_top_k` Revela's sparse in-batch attention (None = exact).
+    `inbatch_top_k` Revela's sparse in-batch attention (None = exact); `grouping` how chunks are
+    grouped (`document`: consecutive functions of one module; `random` is the control: a group of
+    unrelated chunks gives the retriever nothing to find); `temperature` Sim's tau.
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -66,7 +70,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     beir = eval_dir or build_humaneval_beir(str(out / "humaneval"))
-    corpus = out / "corpus"
+    corpus = out / f"corpus-{grouping}-seed{seed}"
     if not corpus.exists():
         sources = [p for p in training_text_sources() if p.suffix == ".py"]
         step = max(1, len(sources) // plan.source_files)
@@ -74,7 +78,7 @@ def run_demo(
             [str(p) for p in sources[::step][: plan.source_files]],
             corpus,
             group_size=plan.group_size,
-            strategy="document",
+            strategy=grouping,
             max_tokens=plan.max_tokens,
             tokenizer=smollm2_path(),
             seed=seed,
@@ -89,6 +93,7 @@ def run_demo(
         retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
         retriever_layers=None,
         inbatch_layers=top_layers,
+        temperature=temperature,
         config_overrides={**objective_settings(objective, top_layers), "inbatch_top_k": inbatch_top_k},
     )
     # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
@@ -118,6 +123,9 @@ def run_demo(
         "budget": budget,
         "objective": objective,
         "inbatch_top_k": inbatch_top_k,
+        "grouping": grouping,
+        "temperature": temperature,
+        "seed": seed,
         "eval_data": str(beir),
         "plan": asdict(plan),
         "wall_time_s": round(time.time() - started, 1),

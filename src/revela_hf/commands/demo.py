@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.data.grouping import STRATEGIES
 from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES
 
 
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training objective (the LM stays frozen): revela (default), replug or dream",
     )
     parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
+    parser.add_argument("--grouping", choices=STRATEGIES, default="document",
+                        help="how chunks are grouped (default document; random is the control: unrelated chunks)")
+    parser.add_argument("--temperature", type=float, default=1e-3, help="Sim temperature tau (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 
@@ -30,5 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from revela_hf.demo import run_demo
 
-    run_demo(args.output, args.budget, args.seed, objective=args.objective, inbatch_top_k=args.inbatch_top_k)
+    run_demo(args.output, args.budget, args.seed, objective=args.objective, inbatch_top_k=args.inbatch_top_k,
+             grouping=args.grouping, temperature=args.temperature)
     return 0

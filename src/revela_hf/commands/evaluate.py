@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("--plot", help="PNG bar chart of the table")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-bm25", action="store_true", help="do not add BM25 to the table")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="add a row per dense retriever: its ranking fused with BM25's (reciprocal-rank fusion, k=60)")
     parser.set_defaults(func=run)
 
 
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from revela_hf.evaluation import evaluate_table, format_table, plot_results, save_table
 
     retrievers = list(dict.fromkeys(args.retriever + ([] if args.no_bm25 else ["bm25"])))
-    table = evaluate_table(retrievers, args.data, batch_size=args.batch_size, split=args.split)
+    table = evaluate_table(retrievers, args.data, batch_size=args.batch_size, split=args.split, hybrid=args.hybrid)
     print(format_table(table))
     output = save_table(table, args.output or Path(args.data) / "results.json", args.data)
     print(f"results written to {output}")

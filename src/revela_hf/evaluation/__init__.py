@@ -2,7 +2,8 @@
 
 from revela_hf.evaluation.beir import BeirDataset, iter_corpus, load_beir, write_beir
 from revela_hf.evaluation.bm25 import BM25Retriever
-from revela_hf.evaluation.evaluate import evaluate_retrieval, evaluate_table, format_table, retrieve, save_table
+from revela_hf.evaluation.evaluate import evaluate_retrieval, evaluate_table, format_table, hybrid_name, retrieve, save_table
+from revela_hf.evaluation.fusion import reciprocal_rank_fusion
 from revela_hf.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, retrieval_metrics
 from revela_hf.evaluation.plots import plot_results
 
@@ -12,11 +13,13 @@ __all__ = [
     "evaluate_retrieval",
     "evaluate_table",
     "format_table",
+    "hybrid_name",
     "iter_corpus",
     "load_beir",
     "mrr_at_k",
     "ndcg_at_k",
     "plot_results",
+    "reciprocal_rank_fusion",
     "recall_at_k",
     "retrieval_metrics",
     "retrieve",

@@ -8,6 +8,7 @@ from typing import Any
 
 from revela_hf.evaluation.beir import BeirDataset, load_beir
 from revela_hf.evaluation.bm25 import BM25Retriever
+from revela_hf.evaluation.fusion import reciprocal_rank_fusion
 from revela_hf.evaluation.metrics import retrieval_metrics
 from revela_hf.search.encoders import as_encoder, load_encoder
 from revela_hf.search.index import new_faiss_index, search_faiss
@@ -43,11 +44,21 @@ def evaluate_retrieval(
     k_values: tuple[int, ...] = (10, 100),
     batch_size: int = 32,
     split: str = "test",
+    hybrid: bool = False,
 ) -> dict[str, float]:
-    """nDCG@k, MRR@k and Recall@k (every k of `k_values`) of `retriever` on a BEIR folder."""
+    """nDCG@k, MRR@k and Recall@k (every k of `k_values`) of `retriever` on a BEIR folder; with
+    `hybrid`, of the retriever's run fused with BM25's by reciprocal rank."""
     dataset = load_beir(data_dir, split=split)
-    results = retrieve(retriever, dataset, top_k=max(k_values), batch_size=batch_size)
-    return retrieval_metrics(dataset.qrels, results, k_values)
+    top_k = max(k_values)
+    run = retrieve(retriever, dataset, top_k=top_k, batch_size=batch_size)
+    if hybrid:
+        run = reciprocal_rank_fusion([run, retrieve(BM25, dataset, top_k=top_k)], top_k=top_k)
+    return retrieval_metrics(dataset.qrels, run, k_values)
+
+
+def hybrid_name(retriever: str) -> str:
+    """The results-table row of `retriever` fused with BM25."""
+    return f"{retriever} + BM25 (RRF)"
 
 
 def evaluate_table(
@@ -56,9 +67,18 @@ def evaluate_table(
     k_values: tuple[int, ...] = (10, 100),
     batch_size: int = 32,
     split: str = "test",
+    hybrid: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """{retriever name: metrics} for several retrievers on the same BEIR folder."""
-    return {name: evaluate_retrieval(name, data_dir, k_values, batch_size, split) for name in retrievers}
+    """{retriever name: metrics} for several retrievers on the same BEIR folder; with `hybrid`, a row
+    more per dense retriever: its run fused with BM25's (each run computed once)."""
+    dataset = load_beir(data_dir, split=split)
+    top_k = max(k_values)
+    runs = {name: retrieve(name, dataset, top_k=top_k, batch_size=batch_size) for name in retrievers}
+    if hybrid:
+        lexical = runs[BM25] if BM25 in runs else retrieve(BM25, dataset, top_k=top_k)
+        for name in [r for r in retrievers if r.lower() != BM25]:
+            runs[hybrid_name(name)] = reciprocal_rank_fusion([runs[name], lexical], top_k=top_k)
+    return {name: retrieval_metrics(dataset.qrels, run, k_values) for name, run in runs.items()}
 
 
 def format_table(table: dict[str, dict[str, float]], metrics: tuple[str, ...] = HEADLINE_METRICS) -> str:
