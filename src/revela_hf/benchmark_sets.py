@@ -177,7 +177,7 @@ def foldoc_pair(entry: str, min_query_words: int = 6, min_rest_words: int = 12) 
     return query, f"{headwords[0]}. {rest}"
 
 
-def foldoc_pairs(dict_dir: str | os.PathLike[str] | None = None, max_pairs: int = 1500) -> list[tuple[str, str]]:
+def foldoc_pairs(dict_dir: str | os.PathLike[str] | None = None, max_pairs: int = 1000) -> list[tuple[str, str]]:
     """Up to `max_pairs` FOLDOC (query, document) pairs spread evenly over the dictionary, unique queries and documents."""
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -189,7 +189,7 @@ def foldoc_pairs(dict_dir: str | os.PathLike[str] | None = None, max_pairs: int 
     return spread(pairs, max_pairs)
 
 
-def build_foldoc_beir(output_dir: str, source: str | None = None, max_pairs: int = 1500) -> str:
+def build_foldoc_beir(output_dir: str, source: str | None = None, max_pairs: int = 1000) -> str:
     """FOLDOC (Debian dict-foldoc in `source`, default /usr/share/dictd) as BEIR: definition sentence -> entry."""
 
     def make() -> BeirDataset:
@@ -230,7 +230,7 @@ def _functions(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunction
     yield from sorted(found, key=lambda f: f.lineno)
 
 
-def function_pairs(source: str, min_words: int = 6, max_lines: int = 60) -> list[tuple[str, str]]:
+def function_pairs(source: str, min_words: int = 6, max_lines: int = 30) -> list[tuple[str, str]]:
     """(first docstring paragraph, code without the docstring) for each fit function in Python `source`.
 
     Fit: a docstring whose first paragraph has at least `min_words` words, holds no doctest and does
