@@ -167,12 +167,12 @@ def _write_dictd(folder: pathlib.Path, entries: list[str]) -> None:
 
 _FOLDOC = [
     "00-database-short\n\n     The Free On-line Dictionary of Computing\n\n",
-    "algorithm\n\n   <algorithm, programming> A detailed sequence of actions to\n   perform to accomplish some task.  Named after the Iranian\n"
+    "algorithm\n\n   <algorithm, programming> A detailed sequence of actions to\n   perform to accomplish some task.  Named after the <Iranian>\n"
     "   mathematician {Muhammad ibn Musa al-Khwarizmi}, who wrote on\n   arithmetic and algebra.\n\n   (2002-02-05)\n\n",
     "Algorithmic Language\n\n   {Algol 60}\n\n",
     "byte\n\n   <unit> A byte is a component in the machine data hierarchy\n   larger than a bit.  Usually eight bits, it is the smallest\n"
     "   addressable unit of storage on most computers today.\n\n   (1997-03-13)\n\n",
-    "ALgorithm DEScription\nALDES\n\n   1. <language> The description language of Loos, for computer\n   algebra systems.  It was "
+    "ALgorithm DEScription\nALDES\n\n   1. <language> (ALDES) The description language of Loos, for computer\n   algebra systems.  It was "
     "used in the SAC-2 system and translated\n   to Fortran by a preprocessor (http://example.org/aldes).\n\n   (1995-04-19)\n\n",
 ]
 
@@ -183,7 +183,7 @@ def test_foldoc_set(tmp_path: pathlib.Path) -> None:
     assert _pairs(folder) == [
         (
             "A detailed sequence of actions to perform to accomplish some task.",
-            "algorithm. Named after the Iranian mathematician Muhammad ibn Musa al-Khwarizmi, who wrote on arithmetic and algebra.",
+            "algorithm. Named after the <Iranian> mathematician Muhammad ibn Musa al-Khwarizmi, who wrote on arithmetic and algebra.",
         ),
         (
             "The description language of Loos, for computer algebra systems.",

@@ -26,7 +26,8 @@ import json
 import os
 import pathlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from revela_hf.assets import log, python_roots
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
@@ -40,7 +41,9 @@ FOLDOC_APT = "apt-get update && apt-get install -y dict-foldoc"
 STDLIB_SKIP_DIRS = frozenset(
     {"test", "tests", "idle_test", "idlelib", "turtledemo", "lib2to3", "ensurepip", "site-packages", "dist-packages", "__pycache__"}
 )
-_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bca)(?<!\bvs)[.!?](?=\s+[A-Z(\[\"{]|\s*$)")
+# A sentence ends at . ! or ? before a capital (or the end), not after e.g., i.e., etc., ca., vs. or an initial.
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z])(?<!\b[eE]\.g)(?<!\bi\.e)(?<!\betc)(?<!\bca)(?<!\bvs)[.!?](?=\s+[A-Z(\[\"{]|\s*$)")
+_LEADING_ASIDE = re.compile(r"^(?:\([^()]*\)|\[[^\[\]]*\]|/[^/]+/)\s*")
 _BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -57,10 +60,13 @@ def _words(text: str) -> str:
 def _mentions(text: str, name: str) -> bool:
     """Whether `name` (leading/trailing underscores ignored) occurs in `text` as a whole word, any case."""
     core = name.strip("_") or name
-    return re.search(rf"(?<![\w]){re.escape(core)}(?![\w])", text, re.IGNORECASE) is not None
+    return re.search(rf"(?<!\w){re.escape(core)}(?!\w)", text, re.IGNORECASE) is not None
 
 
-def spread(items: Sequence, count: int) -> list:
+T = TypeVar("T")
+
+
+def spread(items: Sequence[T], count: int) -> list[T]:
     """`count` items evenly spaced over `items` (all of them if there are not more), in order."""
     if count >= len(items):
         return list(items)
@@ -148,13 +154,16 @@ def read_dictd(dict_dir: str | os.PathLike[str], name: str = "foldoc") -> list[s
 
 
 def _clean_definition(text: str) -> str:
-    """FOLDOC prose without {cross-reference} braces, <category> tags, URLs, dates and sense numbers."""
+    """FOLDOC prose without {cross-reference} braces, <category, tags>, URLs, dates, sense numbers and a leading
+    aside (an acronym or expansion in parentheses, a [source] in brackets, a /pronunciation/)."""
     text = re.sub(r"[{}]", "", text)
-    text = re.sub(r"<[^<>]*>", "", text)
-    text = re.sub(r"\s*\(?https?://[^\s)]+\)?", "", text)
+    text = re.sub(r"<[a-z][a-z ,\-]*>", "", text)
+    text = re.sub(r"\s*\(?(?:https?|ftp)://[^\s)]+\)?", "", text)
     text = re.sub(r"\(\d{4}-\d{2}-\d{2}\)", "", text)
-    text = re.sub(r"(?m)^\s*\d+\.\s+", "", text)
-    return _words(text)
+    text = _words(re.sub(r"(?m)^\s*\d+\.\s+", "", text))
+    while aside := _LEADING_ASIDE.match(text):
+        text = text[aside.end() :]
+    return text
 
 
 def foldoc_pair(entry: str, min_query_words: int = 6, min_rest_words: int = 12) -> tuple[str, str] | None:
@@ -216,7 +225,7 @@ def stdlib_files(root: str | os.PathLike[str] | None = None) -> list[pathlib.Pat
     return files
 
 
-def _functions(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+def _functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
     """Module-level functions and methods (of classes at any depth), not functions nested in functions, in source order."""
     stack: list[ast.AST] = [tree]
     found = []
@@ -227,7 +236,7 @@ def _functions(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunction
                 found.append(child)
             elif isinstance(child, ast.ClassDef):
                 stack.append(child)
-    yield from sorted(found, key=lambda f: f.lineno)
+    return sorted(found, key=lambda f: f.lineno)
 
 
 def function_pairs(source: str, min_words: int = 6, max_lines: int = 30) -> list[tuple[str, str]]:
