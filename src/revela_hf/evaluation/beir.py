@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from revela_hf.assets import build_atomically
 
 
 @dataclass
@@ -21,6 +23,19 @@ class BeirDataset:
         """Doc ids and their texts (title and body joined), in corpus order."""
         ids = list(self.corpus)
         return ids, [doc_text(self.corpus[i]) for i in ids]
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str, str]]) -> BeirDataset:
+        """One relevant document per query, from (key, query, document): ids `q<key>` and `d<key>`, untitled documents."""
+        data = cls(corpus={}, queries={}, qrels={})
+        for key, query, document in pairs:
+            qid, did = f"q{key}", f"d{key}"
+            if qid in data.queries:
+                raise ValueError(f"duplicate pair key {key!r}")
+            data.corpus[did] = {"title": "", "text": document}
+            data.queries[qid] = query
+            data.qrels[qid] = {did: 1}
+        return data
 
 
 def doc_text(doc: Mapping[str, str]) -> str:
@@ -96,3 +111,22 @@ def write_beir(data_dir: str | Path, dataset: BeirDataset, split: str = "test") 
             for doc_id, score in rels.items():
                 writer.writerow([query_id, doc_id, score])
     return root
+
+
+def build_beir_folder(output_dir: str | Path, make: Callable[[], BeirDataset], split: str = "test") -> Path:
+    """Write `make()` as a BEIR folder at `output_dir` atomically; a finished folder is reused as is.
+
+    A folder counts as finished once it holds `qrels/<split>.tsv`; a non-empty unfinished one is
+    refused rather than overwritten (delete it to rebuild).
+    """
+    target = Path(output_dir)
+    if (target / "qrels" / f"{split}.tsv").is_file():
+        return target
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists, is not empty and is not a finished BEIR folder")
+    if target.exists():
+        target.rmdir()
+    dataset = make()
+    if not dataset.queries:
+        raise ValueError(f"no query-document pairs to write to {target}")
+    return build_atomically(target, lambda out: write_beir(out, dataset, split))

@@ -19,8 +19,17 @@ def pyplot() -> ModuleType:
     return importlib.import_module("matplotlib.pyplot")
 
 
-def plot_results(table: dict[str, dict[str, float]], path: str | Path, metrics: tuple[str, ...] = HEADLINE_METRICS, title: str = "Retrieval results") -> Path:
-    """Grouped bars (one group per metric, one bar per retriever, scores in percent) saved as PNG."""
+def plot_results(
+    table: dict[str, dict[str, float]],
+    path: str | Path,
+    metrics: tuple[str, ...] = HEADLINE_METRICS,
+    title: str = "Retrieval results",
+    errors: dict[str, dict[str, float]] | None = None,
+) -> Path:
+    """Grouped bars (one group per metric, one bar per retriever, scores in percent) saved as PNG.
+
+    `errors` (same keys, optional per retriever and metric) draws error bars, e.g. the spread over seeds.
+    """
     if not table:
         raise ValueError("nothing to plot: the results table is empty")
     plt = pyplot()
@@ -30,7 +39,9 @@ def plot_results(table: dict[str, dict[str, float]], path: str | Path, metrics: 
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(metrics) * max(1, len(names)) / 2), 4))
     for i, name in enumerate(names):
         values = [100 * table[name][m] for m in metrics]
-        bars = ax.bar(positions + (i - (len(names) - 1) / 2) * width, values, width, label=Path(name).name or name)
+        spread = [100 * (errors or {}).get(name, {}).get(m, 0.0) for m in metrics]
+        offsets = positions + (i - (len(names) - 1) / 2) * width
+        bars = ax.bar(offsets, values, width, yerr=spread if any(spread) else None, capsize=2, label=Path(name).name or name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(positions, [m.replace("ndcg", "nDCG").replace("mrr", "MRR").replace("recall", "Recall") for m in metrics])
     ax.set_ylabel("score (%)")
