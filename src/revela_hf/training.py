@@ -14,6 +14,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Trainer
 from revela_hf.configuration_revela import RevelaConfig
 from revela_hf.modeling_revela import RevelaForCausalLM
 from revela_hf.objectives import dream_rows_from_groups
+from revela_hf.retriever import RevelaRetriever
 from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -26,6 +27,10 @@ class ModelSpec:
     `share_base`: the retriever's LoRA adapter sits on the LM's own frozen weights (one copy in
     memory); `retriever` is then None (the LM's base model, cut to `retriever_layers`) or a
     checkpoint cut from the LM's (the base model its saved adapter names).
+
+    `encoder_retriever`: `retriever` is an existing embedding model with its own tokenizer (e.g.
+    all-MiniLM-L6-v2, a BERT): it keeps its `retriever_pooling` (mean), takes no prefixes, and its
+    LoRA goes on `encoder_lora_targets` (BERT's attention and dense projections).
     """
 
     lm: str
@@ -37,6 +42,9 @@ class ModelSpec:
     freeze_lm: bool = True
     inbatch_layers: list[int] | None = field(default_factory=lambda: [-4, -3, -2, -1])
     temperature: float = 1e-3
+    encoder_retriever: bool = False
+    retriever_pooling: str = "mean"  # with encoder_retriever
+    encoder_lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,8 +56,8 @@ def objective_settings(objective: str, layers: list[int] | None) -> dict[str, An
     return {"objective": objective, **({"dream_layers": layers} if objective == "dream" else {})}
 
 
-def lora(r: int) -> LoraConfig:
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=LORA_TARGETS)
+def lora(r: int, targets: list[str] | None = None) -> LoraConfig:
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets or LORA_TARGETS)
 
 
 def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
@@ -59,14 +67,20 @@ def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     lm = AutoModelForCausalLM.from_pretrained(spec.lm, dtype=torch.float32)
     retriever = None  # from_parts copies (or shares) the LM's base model, cut to retriever_layers
-    if spec.retriever is not None:
+    if spec.encoder_retriever:
+        if spec.retriever is None or spec.share_base:
+            raise ValueError("encoder_retriever needs a retriever folder of its own (and no share_base)")
+        retriever = RevelaRetriever.from_backbone(spec.retriever, pooling=spec.retriever_pooling, query_prefix="", passage_prefix="")
+    elif spec.retriever is not None:
         retriever_kwargs = {"num_hidden_layers": spec.retriever_layers} if spec.retriever_layers else {}
         retriever = AutoModel.from_pretrained(spec.retriever, dtype=torch.float32, **retriever_kwargs)
     model = RevelaForCausalLM.from_parts(
         lm,
         retriever,
         lm_lora=lora(spec.lm_lora_r) if spec.lm_lora_r and not spec.freeze_lm else None,
-        retriever_lora=lora(spec.retriever_lora_r) if spec.retriever_lora_r else None,
+        retriever_lora=lora(spec.retriever_lora_r, spec.encoder_lora_targets if spec.encoder_retriever else None)
+        if spec.retriever_lora_r
+        else None,
         retriever_layers=spec.retriever_layers if retriever is None else None,
         share_base=spec.share_base,
         freeze_lm=spec.freeze_lm,
@@ -90,7 +104,9 @@ def train(
     set_seed(args.seed)  # the retriever's and LM's LoRA initialisation too, not only the Trainer's data order
     model, tokenizer = build_model(spec)
     dataset = rows_for_objective(dataset, model.config)
-    trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    retriever_tokenizer = AutoTokenizer.from_pretrained(spec.retriever) if spec.encoder_retriever else None
+    trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            retriever_tokenizer=retriever_tokenizer, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=_last_checkpoint(args.output_dir))
     trainer.save_model(args.output_dir)
     return trainer
