@@ -9,7 +9,6 @@ all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from revela_hf.assets import minilm_path, smollm2_path, training_text_sources
 from revela_hf.data.prepare import prepare
 from revela_hf.evaluation import evaluate_retrieval, format_table
 from revela_hf.humaneval import build_humaneval_beir
+from revela_hf.io import write_json_atomically
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever
 from revela_hf.training import ModelSpec, objective_settings, train
@@ -152,7 +152,7 @@ def run_demo(
         "retriever": str(Path(args.output_dir) / "retriever"),
     }
     stem = "results" if objective == "revela" else f"results-{objective}"
-    _write_json_atomically(out / f"{stem}.json", results)
+    write_json_atomically(out / f"{stem}.json", results)
     _plot(results, out / f"{stem}.png", "HumanEval docstring -> code" if eval_dir is None else Path(eval_dir).name)
     print(format_table(table))
     return results
@@ -161,12 +161,6 @@ def run_demo(
 def trained_name(objective: str) -> str:
     """The results-table row of the retriever trained with `objective`."""
     return f"SmolLM2-135M + {OBJECTIVE_NAMES[objective]}"
-
-
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def _plot(results: dict, path: Path, data_name: str) -> None:
