@@ -155,7 +155,9 @@ def output_lock(target: str | os.PathLike[str], wait: bool = False) -> Iterator[
 
 
 def check_replaceable(target: Path, kind: str, overwrite: bool, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
-    """Refuse to write `target` if that would destroy an input, a foreign folder, or (without `overwrite`) anything."""
+    """Refuse to write `target` if that would destroy an input, a foreign folder, or (without `overwrite`) anything.
+
+    Replaceable: nothing, an empty folder, or (with `overwrite`) a folder whose marker says `kind`."""
     resolved = target.resolve()
     for item in inputs:
         source = Path(item).resolve()
@@ -164,6 +166,8 @@ def check_replaceable(target: Path, kind: str, overwrite: bool, inputs: Iterable
                                     "choose another output")
     if not target.exists() and not target.is_symlink():
         return
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        return  # an empty folder: nothing to lose
     if not overwrite:
         raise OutputExistsError(f"output {target} already exists (pass overwrite=True / --overwrite to replace it)")
     if target.is_symlink() or not target.is_dir():

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from revela_hf.evaluation.beir import iter_corpus
+    from revela_hf.hub import model_reference
     from revela_hf.search import ShardedIndex, load_encoder
 
     corpus = Path(args.corpus)
@@ -32,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--corpus must be a corpus.jsonl file or a BEIR folder, got {corpus}")
     index = ShardedIndex.build(load_encoder(args.retriever), iter_corpus(folder), args.output, kind=args.kind,
                                shard_size=args.shard_size, batch_size=args.batch_size, hnsw_m=args.hnsw_m,
-                               encoder_name=args.retriever)
+                               encoder_name=model_reference(args.retriever))
     print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s) at {args.output}")
     return 0

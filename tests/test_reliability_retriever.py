@@ -1,0 +1,50 @@
+"""Retriever folders: saved complete or not at all, recognised by what they hold, and encode's argument checks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
+
+from revela_hf.io import MARKER, IncompleteOutputError, OutputExistsError
+from revela_hf.retriever import RevelaRetriever
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tiny_decoder(tmp_path_factory.mktemp("base") / "base")
+
+
+def test_an_adapter_left_by_an_interrupted_save_is_refused_not_taken_for_an_official_release(base, tmp_path):
+    retriever = tiny_revela(base, query_prefix="Q: ", max_length=24)
+    retriever.backbone.save_pretrained(tmp_path / "partial")  # what kill -9 after the first file of a save left
+    with pytest.raises(IncompleteOutputError, match=r"partial holds a LoRA adapter but no revela_retriever.json"):
+        RevelaRetriever.from_pretrained(str(tmp_path / "partial"))
+    loaded = RevelaRetriever.from_pretrained(str(tmp_path / "partial"), pooling="eos", query_prefix="Q: ",
+                                             passage_prefix="Passage: ", max_length=24)
+    assert torch.allclose(loaded.encode_queries(TEXTS, show_progress_bar=False), retriever.encode_queries(TEXTS, show_progress_bar=False), atol=1e-6)
+
+
+def test_save_is_complete_and_replaces_only_its_own_folders(base, tmp_path):
+    retriever = tiny_revela(base, max_length=24)
+    target = tmp_path / "retriever"
+    retriever.save_pretrained(str(target))
+    assert json.loads((target / MARKER).read_text())["kind"] == "retriever"
+    retriever.save_pretrained(str(target))  # its own earlier save: replaced
+    assert os.listdir(tmp_path) == ["retriever"]  # no temporary folder, old copy or lock left
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(OutputExistsError, match="refusing to replace"):
+        retriever.save_pretrained(str(tmp_path / "mine"))
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    assert "from_pretrained(\"retriever\")" in (target / "README.md").read_text()  # the card names the folder, not its temporary name
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+def test_encode_refuses_a_batch_size_that_is_not_positive(base, batch_size):
+    retriever = tiny_revela(base, max_length=24)
+    with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size}"):
+        retriever.encode_corpus(TEXTS, batch_size=batch_size, show_progress_bar=False)
