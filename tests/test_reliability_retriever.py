@@ -7,9 +7,12 @@ import os
 
 import pytest
 import torch
+from test_hub_roundtrip import hub  # noqa: F401  (the local Hub server fixture)
 from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
 
+from revela_hf.cli import main
 from revela_hf.io import MARKER, IncompleteOutputError, OutputExistsError
+from revela_hf.model_card import CardInfo
 from revela_hf.retriever import RevelaRetriever
 
 
@@ -48,3 +51,12 @@ def test_encode_refuses_a_batch_size_that_is_not_positive(base, batch_size):
     retriever = tiny_revela(base, max_length=24)
     with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size}"):
         retriever.encode_corpus(TEXTS, batch_size=batch_size, show_progress_bar=False)
+
+
+def test_push_keeps_the_training_record_of_the_saved_folder(base, tmp_path, hub):
+    card = CardInfo(training_data=["python-docs"], hyperparameters={"objective": "revela", "steps": 7})
+    tiny_revela(base, max_length=24).save_pretrained(str(tmp_path / "run" / "retriever"), card=card)
+    assert main(["push", str(tmp_path / "run" / "retriever"), "user/pushed", "--base-model", "tests/tiny-llama"]) == 0
+    readme = dict(hub.repos[("models", "user/pushed")].commits[-1][1])["README.md"].decode()
+    assert "| steps | `7` |" in readme and "| objective | `revela` |" in readme and "python-docs" in readme
+    assert 'SentenceTransformer("user/pushed")' in readme and "base_model: tests/tiny-llama" in readme

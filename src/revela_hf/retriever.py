@@ -26,7 +26,7 @@ from revela_hf.hub import (
     write_sentence_transformers_files,
 )
 from revela_hf.io import IncompleteOutputError, absolute, publishing
-from revela_hf.model_card import CardInfo, render_model_card
+from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info
 
 POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
@@ -84,6 +84,7 @@ class RevelaRetriever(nn.Module):
         self.passage_prefix = passage_prefix
         self.normalize = normalize
         self.max_length = max_length
+        self.card: CardInfo | None = None  # how it was trained and scored, kept across loads and saves
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,13 +121,14 @@ class RevelaRetriever(nn.Module):
         It holds the backbone (the adapter only when LoRA is attached), the tokenizer (appending
         EOS itself for "eos" pooling), `revela_retriever.json`, the sentence-transformers files
         and a README.md model card. `base_model` (a Hub id) replaces the base model path recorded
-        in the adapter config; `repo_id` and `card` fill the model card. The folder appears
+        in the adapter config; `repo_id` and `card` (default: the card it was loaded with) fill the
+        model card, and `card` is kept in `revela_card.json`. The folder appears
         complete or not at all (`revela_hf.io`); an existing one is replaced only if empty or
         written by revela.
         """
         target = Path(save_directory)
         with publishing(target, RETRIEVER_KIND, overwrite=True) as folder:
-            self._write_folder(folder, repo_id or absolute(target).name, base_model, card)
+            self._write_folder(folder, repo_id or absolute(target).name, base_model, card or self.card)
 
     def _write_folder(self, folder: Path, name: str, base_model: str | None, card: CardInfo | None) -> None:
         """The files of `save_pretrained` in `folder`; `name` heads the model card."""
@@ -145,6 +147,8 @@ class RevelaRetriever(nn.Module):
         base = base_model or self.backbone.config.name_or_path
         card_text = render_model_card(name, self.settings(), base, dim, is_adapter, card)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
+        if card is not None:
+            save_card_info(folder, card)
 
     def push_to_hub(
         self,
@@ -186,7 +190,9 @@ class RevelaRetriever(nn.Module):
         if not has_tokenizer and adapter_config.is_file():
             tokenizer_source = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
         backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token))
-        return cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
+        retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
+        retriever.card = load_card_info(folder)
+        return retriever
 
     # ------------------------------------------------------------------ encoding
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
