@@ -12,6 +12,7 @@ from revela_hf import commands
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="revela", description="Train dense retrievers from raw text by language modeling.")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
@@ -23,9 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"revela {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 -- every error becomes one line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"revela {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line, its type named unless it is a ValueError or OSError."""
+    message = " ".join(str(err).split())
+    if isinstance(err, (ValueError, OSError)) and message:
+        return message
+    return f"{type(err).__name__}{': ' + message if message else ''} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,18 +27,32 @@ from typing import Any
 MARKER = ".revela-complete.json"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+_FAULT_HITS: Counter[str] = Counter()
 
 
 class OutputExistsError(ValueError):
     """The output exists and may not be replaced as asked."""
 
 
-class OutputBusyError(RuntimeError):
+class OutputBusyError(OSError):
     """Another process is writing the same output."""
 
 
 class IncompleteOutputError(ValueError):
     """A folder lacks the completion marker: it was not (fully) written by revela."""
+
+
+def fault_point(name: str) -> None:
+    """Fault-injection hook for tests: with `REVELA_FAULT_AT=name` (or `name#n`, the n-th time here) the
+    process sends itself `REVELA_FAULT_SIGNAL` (KILL by default, or e.g. STOP) at this point."""
+    wanted = os.environ.get("REVELA_FAULT_AT")
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("#")
+    if point == name:
+        _FAULT_HITS[name] += 1
+        if _FAULT_HITS[name] == int(nth or 1):
+            os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("REVELA_FAULT_SIGNAL", "KILL")))
 
 
 def absolute(path: str | os.PathLike[str]) -> Path:
@@ -215,6 +231,23 @@ def write_marker(folder: Path, kind: str, **details: Any) -> None:
                                             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **details})
 
 
+def _temporary_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-"
+
+
+def temporary_sibling(target: str | os.PathLike[str]) -> tempfile.TemporaryDirectory:
+    """A scratch folder next to `target`, removed on exit (or, after a crash, by the next `publishing`)."""
+    path = absolute(target)
+    return tempfile.TemporaryDirectory(prefix=_temporary_prefix(path), dir=path.parent)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete temporary siblings of `target` that a killed writer left (the caller holds the lock)."""
+    for entry in target.parent.iterdir():
+        if entry.name.startswith(_temporary_prefix(target)) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 @contextmanager
 def publishing(target: str | os.PathLike[str], kind: str, *, overwrite: bool = False,
                inputs: Iterable[str | os.PathLike[str]] = (), wait: bool = False) -> Iterator[Path]:
@@ -227,12 +260,15 @@ def publishing(target: str | os.PathLike[str], kind: str, *, overwrite: bool = F
     inputs = list(inputs)
     with output_lock(path, wait=wait):
         check_replaceable(path, kind, overwrite, inputs)
-        built = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        _remove_leftovers(path)
+        built = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), dir=path.parent))
         try:
             _private_dir_to_umask(built)
             yield built
+            fault_point("publish:built")
             write_marker(built, kind)
             fsync_tree(built)
+            fault_point("publish:marked")
             check_replaceable(path, kind, overwrite, inputs)
             _switch(built, path)
         finally:

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 
 RETRIEVER_SUBFOLDER = "retriever"
+MIN_LENGTH = 2  # LM tokens per chunk: one to predict, then EOS
 
 
 @dataclass
@@ -58,6 +59,8 @@ class RevelaTrainer(Trainer):
                 "RevelaTrainer trains on one group per device step: set per_device_train_batch_size=1 and use "
                 f"gradient_accumulation_steps (got per_device_train_batch_size={args.per_device_train_batch_size})"
             )
+        if args.max_length < MIN_LENGTH:
+            raise ValueError(f"max_length must be at least {MIN_LENGTH} (a token to predict and EOS), got {args.max_length}")
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("RevelaTrainer needs the LM tokenizer as processing_class (or a data_collator)")

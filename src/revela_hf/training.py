@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from peft import LoraConfig
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainerState
 
@@ -91,6 +91,8 @@ def train(
 ) -> RevelaTrainer:
     """Train on a `revela prepare` dataset; the retriever ends in `<output_dir>/retriever`."""
     dataset = load_from_disk(str(data_dir))
+    if isinstance(dataset, DatasetDict):
+        raise ValueError(f"{data_dir} holds a DatasetDict (splits {list(dataset)}); pass the folder of one split")
     if len(dataset) == 0:
         raise ValueError(f"the prepared dataset at {data_dir} holds no group")
     model, tokenizer = build_model(spec)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
+
 from revela_hf.demo import BUDGETS, OBJECTIVE_NAMES
 
 
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="revela",
         help="training objective (the LM stays frozen): revela (default), replug or dream",
     )
-    parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
+    parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("encode", help="embed texts (one per line) into a .npy file")
@@ -11,7 +13,7 @@ def register(subparsers) -> None:
     parser.add_argument("--input", required=True, help="text file, one text per line")
     parser.add_argument("--output", required=True, help=".npy file for the (N, E) float32 embeddings")
     parser.add_argument("--queries", action="store_true", help="encode as queries (default: as passages)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.set_defaults(func=run)
 
 

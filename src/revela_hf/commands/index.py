@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,9 +16,9 @@ def register(subparsers) -> None:
     parser.add_argument("--corpus", required=True, help="corpus.jsonl, or a BEIR folder holding one")
     parser.add_argument("--output", required=True, help="index folder")
     parser.add_argument("--kind", choices=("flat", "hnsw"), default="flat")
-    parser.add_argument("--shard-size", type=int, default=100_000, help="documents per shard (default 100000)")
-    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (default 32)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shard-size", type=positive_int, default=100_000, help="documents per shard (default 100000)")
+    parser.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.set_defaults(func=run)
 
 

@@ -9,7 +9,6 @@ inputs, the options and the seed. The output folder appears atomically and compl
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from revela_hf.data.chunking import Chunker
 from revela_hf.data.grouping import Encoder, encode_to_memmap, group_chunks
 from revela_hf.data.readers import DocumentReader, InputSpec
 from revela_hf.data.store import ChunkStore
-from revela_hf.io import publishing
+from revela_hf.io import publishing, temporary_sibling
 
 GROUP_SCHEMA = pa.schema([
     ("chunks", pa.list_(pa.string())),
@@ -123,7 +122,7 @@ def prepare(
     reader = DocumentReader(inputs, text_column=text_column, id_column=id_column)
     chunker = Chunker(max_words=max_words, max_tokens=max_tokens, tokenizer=load_tokenizer(tokenizer))
     with publishing(output, DATASET_KIND, overwrite=overwrite, inputs=[spec.path for spec in reader.inputs]) as staged, \
-            tempfile.TemporaryDirectory(prefix=f".{staged.name}-work-", dir=staged.parent) as scratch:
+            temporary_sibling(output) as scratch:
         workdir = Path(scratch)
         seconds: dict[str, float] = {}
         clock = time.perf_counter()

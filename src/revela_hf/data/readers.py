@@ -189,7 +189,10 @@ class DocumentReader:
     def _read_datasets_folder(self, path: Path, source: str, doc_id: str) -> Iterator[Document]:
         import datasets
 
-        loaded = datasets.load_from_disk(str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except (ValueError, OSError, KeyError) as err:
+            raise ValueError(f"{path} is not a readable datasets folder ({type(err).__name__}: {err})") from None
         splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
         for split, dataset in splits:
             prefix = f"{doc_id}/{split}" if split else doc_id

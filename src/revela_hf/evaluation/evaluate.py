@@ -23,6 +23,8 @@ def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size:
     object (RevelaRetriever, SentenceTransformer, anything with encode_queries/encode_corpus).
     Dense scores are inner products, so retrievers are expected to normalise (Revela does).
     """
+    if top_k < 1:
+        raise ValueError(f"top_k must be positive, got {top_k}")
     doc_ids, doc_texts = dataset.doc_texts()
     query_ids = list(dataset.queries)
     query_texts = [dataset.queries[q] for q in query_ids]

@@ -26,7 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from revela_hf.io import absolute, fsync_tree, output_lock, write_json_atomically
+from revela_hf.io import absolute, fault_point, fsync_tree, output_lock, write_json_atomically
 from revela_hf.search.encoders import Encoder
 
 INDEX_KINDS = ("flat", "hnsw")
@@ -115,10 +115,12 @@ class ShardedIndex:
                     config.dim = _write_shard(encoder, batch, building / name, kind, hnsw_m, batch_size)
                     config.num_docs += len(batch)
                     config.shards.append(name)
+                    fault_point("index:shard")
                 if not config.shards:
                     raise ValueError("cannot index an empty corpus")
                 fsync_tree(building)
                 os.rename(building, root / config.generation)
+                fault_point("index:generation")
                 write_json_atomically(root / INDEX_CONFIG, asdict(config))  # the switch to the new generation
             finally:
                 shutil.rmtree(building, ignore_errors=True)
@@ -142,6 +144,8 @@ class ShardedIndex:
 
     def search(self, query_embeddings: np.ndarray, top_k: int = 10) -> list[list[Hit]]:
         """The `top_k` best documents for each query embedding, best first, across all shards."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be positive, got {top_k}")
         if query_embeddings.ndim != 2 or query_embeddings.shape[1] != self.config.dim:
             raise ValueError(f"query embeddings must be (N, {self.config.dim}), got {query_embeddings.shape}")
         best: list[list[tuple[float, str, int]]] = [[] for _ in range(len(query_embeddings))]
