@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from revela_hf.data.chunking import DOCUMENT_KINDS, Chunker
 from revela_hf.data.readers import TABLE_EXTENSIONS, DocumentReader
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 WORD = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=30)
 LINE = st.lists(WORD, max_size=40).map(" ".join)
 MARKUP = st.sampled_from(["", "```", "~~~", ".. code-block:: python", "::", ">>> x = 1", "def f(x):", "    return x", "#", "@d", ")", "else:"])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from revela_hf.evaluation.beir import BeirDataset, load_beir
 from revela_hf.evaluation.bm25 import BM25Retriever
 from revela_hf.evaluation.metrics import retrieval_metrics
+from revela_hf.io import write_json_atomically
 from revela_hf.search.encoders import as_encoder, load_encoder
 from revela_hf.search.index import new_faiss_index, search_faiss
 
@@ -73,7 +73,5 @@ def format_table(table: dict[str, dict[str, float]], metrics: tuple[str, ...] = 
 
 def save_table(table: dict[str, dict[str, float]], path: str | Path, data_dir: str | Path) -> Path:
     """Write the results table as JSON, with the data folder it was measured on."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data": str(data_dir), "results": table}, indent=2) + "\n", encoding="utf-8")
-    return out
+    write_json_atomically(path, {"data": str(data_dir), "results": table})
+    return Path(path)
