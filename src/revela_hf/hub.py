@@ -16,6 +16,8 @@ from typing import Any
 from huggingface_hub import HfApi, snapshot_download
 from transformers import PreTrainedTokenizerBase
 
+from revela_hf.io import write_json_atomically
+
 ST_POOLING = {"eos": "lasttoken", "last": "lasttoken", "mean": "mean", "cls": "cls"}
 HUB_PREFIX = "hf://"  # names the Hub explicitly: hf://user/name
 OFFICIAL_REVELA_SETTINGS = {"pooling": "eos", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
@@ -99,11 +101,6 @@ def eos_appending_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTok
     return result
 
 
-def _write_json(path: Path, payload: dict[str, Any] | list[Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
 def write_sentence_transformers_files(folder: str | Path, settings: dict[str, Any], embedding_dim: int) -> None:
     """modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/ and config_sentence_transformers.json.
 
@@ -116,10 +113,10 @@ def write_sentence_transformers_files(folder: str | Path, settings: dict[str, An
     if settings["normalize"]:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
-    _write_json(root / "modules.json", modules)
-    _write_json(root / "sentence_bert_config.json", {"max_seq_length": settings["max_length"], "do_lower_case": False})
+    write_json_atomically(root / "modules.json", modules)
+    write_json_atomically(root / "sentence_bert_config.json", {"max_seq_length": settings["max_length"], "do_lower_case": False})
     mode = ST_POOLING[settings["pooling"]]
-    _write_json(root / "1_Pooling" / "config.json", {
+    write_json_atomically(root / "1_Pooling" / "config.json", {
         "word_embedding_dimension": embedding_dim,
         "pooling_mode_cls_token": mode == "cls",
         "pooling_mode_mean_tokens": mode == "mean",
@@ -129,7 +126,7 @@ def write_sentence_transformers_files(folder: str | Path, settings: dict[str, An
         "pooling_mode_lasttoken": mode == "lasttoken",
         "include_prompt": True,
     })
-    _write_json(root / "config_sentence_transformers.json", {
+    write_json_atomically(root / "config_sentence_transformers.json", {
         "prompts": {"query": settings["query_prefix"], "document": settings["passage_prefix"]},
         "default_prompt_name": None,
         "similarity_fn_name": "cosine" if settings["normalize"] else "dot",
@@ -141,4 +138,4 @@ def set_adapter_base_model(folder: str | Path, base_model: str) -> None:
     path = Path(folder) / "adapter_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_model
-    _write_json(path, config)
+    write_json_atomically(path, config)

@@ -207,15 +207,14 @@ def _exchange(first: Path, second: Path) -> bool:
 
 
 def _switch(built: Path, target: Path) -> None:
-    """Put folder `built` at `target`; an old `target` ends at `built` (deleted by the caller)."""
+    """Put folder `built` at `target`; an old `target` is exchanged into `built` (deleted by the caller) or removed."""
     if not target.exists():
         os.rename(built, target)
     elif not _exchange(built, target):
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
         os.rename(target, old / target.name)  # a crash here leaves the old folder in `old`, not lost
         os.rename(built, target)
-        os.rename(old / target.name, built / ".replaced")
-        old.rmdir()
+        shutil.rmtree(old)
     _fsync(target.parent)
 
 

@@ -1,0 +1,89 @@
+"""`revela_hf.io`: publishing folders atomically, the completion marker, the output lock, atomic JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from revela_hf import io
+from revela_hf.io import (MARKER, IncompleteOutputError, OutputBusyError, OutputExistsError, is_ours, output_lock, publish_dir,
+                          publishing, require_complete, write_json_atomically)
+
+
+def _write(text: str):
+    return lambda folder: (folder / "data.txt").write_text(text)
+
+
+def test_publish_replaces_its_own_folder_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "out"
+    publish_dir(target, _write("one"), "thing")
+    publish_dir(target, _write("two"), "thing", overwrite=True)
+    assert (target / "data.txt").read_text() == "two" and sorted(os.listdir(target)) == [MARKER, "data.txt"]
+    assert json.loads((target / MARKER).read_text())["kind"] == "thing"
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_without_an_atomic_exchange_the_two_renames_still_replace_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "_exchange", lambda first, second: False)  # e.g. a file system without renameat2
+    target = tmp_path / "out"
+    publish_dir(target, _write("one"), "thing")
+    publish_dir(target, _write("two"), "thing", overwrite=True)
+    assert (target / "data.txt").read_text() == "two" and os.listdir(tmp_path) == ["out"]
+
+
+def test_a_failed_build_changes_nothing_and_a_killed_ones_leftovers_go(tmp_path):
+    target = tmp_path / "out"
+    publish_dir(target, _write("one"), "thing")
+    with pytest.raises(RuntimeError, match="build failed"):
+        with publishing(target, "thing", overwrite=True) as folder:
+            (folder / "data.txt").write_text("half")
+            raise RuntimeError("build failed")
+    assert (target / "data.txt").read_text() == "one" and os.listdir(tmp_path) == ["out"]
+    (tmp_path / ".out.tmp-killed").mkdir()  # what a writer killed with -9 leaves
+    publish_dir(target, _write("two"), "thing", overwrite=True)
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_refusals(tmp_path):
+    publish_dir(tmp_path / "dataset", _write("x"), "dataset")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        publish_dir(tmp_path / "dataset", _write("y"), "dataset")
+    with pytest.raises(OutputExistsError, match="holds a dataset, not a retriever"):
+        publish_dir(tmp_path / "dataset", _write("y"), "retriever", overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputExistsError, match="not a folder revela wrote"):
+        publish_dir(tmp_path / "file", _write("y"), "dataset", overwrite=True)
+    (tmp_path / "link").symlink_to(tmp_path / "dataset")
+    with pytest.raises(OutputExistsError, match="not a folder revela wrote"):
+        publish_dir(tmp_path / "link", _write("y"), "dataset", overwrite=True)
+    (tmp_path / "empty").mkdir()
+    publish_dir(tmp_path / "empty", _write("y"), "dataset")  # nothing to lose
+    assert is_ours(tmp_path / "empty") and (tmp_path / "dataset" / "data.txt").read_text() == "x"
+
+
+def test_require_complete_names_the_folder_and_the_remedy(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(IncompleteOutputError, match=f"half is not a complete dataset: it has no {MARKER}.*; rerun it"):
+        require_complete(tmp_path / "half", "dataset", "rerun it")
+    publish_dir(tmp_path / "done", _write("x"), "dataset")
+    assert require_complete(tmp_path / "done", "dataset", "rerun it") == tmp_path / "done"
+
+
+def test_the_lock_is_exclusive_and_its_file_goes_with_it(tmp_path):
+    target = tmp_path / "out"
+    with output_lock(target):
+        assert (tmp_path / ".out.lock").read_text() == f"process {os.getpid()}\n"
+        with pytest.raises(OutputBusyError, match=f"{target} is being written by process {os.getpid()}"):
+            with output_lock(target):
+                pass
+    assert os.listdir(tmp_path) == []
+    with output_lock(target):  # free again
+        pass
+
+
+def test_write_json_atomically_replaces_the_whole_file(tmp_path):
+    path = write_json_atomically(tmp_path / "sub" / "results.json", {"a": 1})
+    write_json_atomically(path, {"b": [1, 2]})
+    assert json.loads(path.read_text()) == {"b": [1, 2]} and os.listdir(path.parent) == ["results.json"]
