@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from tiny_retrievers import tiny_causal_lm, tiny_groups
 from transformers import TrainerState
 
-from revela_hf.io import write_marker
+from revela_hf.cli import main
+from revela_hf.io import output_lock, write_marker
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.training import ModelSpec, _last_checkpoint, train
 
@@ -75,3 +76,11 @@ def test_rerunning_a_finished_run_is_a_no_op_that_says_so(setup, tmp_path, caplo
     saved = load_file(run / "retriever" / "adapter_model.safetensors")
     reference = load_file(run / "checkpoint-2" / "retriever" / "adapter_model.safetensors")
     assert saved.keys() == reference.keys() and all((saved[k] == reference[k]).all() for k in saved)
+
+
+def test_a_second_train_on_one_output_fails_at_once(setup, tmp_path, capsys):
+    lm, data = setup
+    with output_lock(tmp_path / "run"):  # another `revela train` is writing it
+        assert main(["train", "--data", str(data), "--lm", str(lm), "--output", str(tmp_path / "run"), "--max-steps", "1"]) == 2
+    assert f"{tmp_path / 'run'} is being written by process" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

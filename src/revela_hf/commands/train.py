@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from revela_hf.trainer import RevelaTrainingArguments
+    from revela_hf.io import output_lock
     from revela_hf.training import ModelSpec, objective_settings, train
 
     layers = None if args.inbatch_layers == "all" else [int(i) for i in args.inbatch_layers.split(",")]
@@ -75,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         report_to=[],
         seed=args.seed,
     )
-    trainer = train(spec, args.data, training_args)
+    with output_lock(args.output):  # a second `revela train` on this output fails at once
+        trainer = train(spec, args.data, training_args)
     print(f"retriever saved to {args.output}/retriever ({trainer.state.global_step} steps)")
     return 0
