@@ -41,9 +41,10 @@ def test_a_failed_build_changes_nothing_and_a_killed_ones_leftovers_go(tmp_path)
             (folder / "data.txt").write_text("half")
             raise RuntimeError("build failed")
     assert (target / "data.txt").read_text() == "one" and os.listdir(tmp_path) == ["out"]
-    (tmp_path / ".out.tmp-killed").mkdir()  # what a writer killed with -9 leaves
+    (tmp_path / ".out.tmp-k1lled_8").mkdir()  # what a writer killed with -9 leaves
+    (tmp_path / ".out.tmp-x.tmp-abcdefgh").mkdir()  # the build folder of another output, "out.tmp-x": kept
     publish_dir(target, _write("two"), "thing", overwrite=True)
-    assert os.listdir(tmp_path) == ["out"]
+    assert sorted(os.listdir(tmp_path)) == [".out.tmp-x.tmp-abcdefgh", "out"]
 
 
 def test_refusals(tmp_path):

@@ -14,13 +14,14 @@ import fcntl
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ MARKER = ".revela-complete.json"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _FAULT_HITS: Counter[str] = Counter()
+_MKDTEMP_SUFFIX = re.compile(r"[a-z0-9_]{8}")  # what tempfile appends to a prefix
 
 
 class OutputExistsError(ValueError):
@@ -166,7 +168,8 @@ def output_lock(target: str | os.PathLike[str], wait: bool = False) -> Iterator[
         os.write(fd, f"process {os.getpid()}\n".encode())
         yield
     finally:
-        os.unlink(path)
+        with suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)
 
 
@@ -224,10 +227,10 @@ def _private_dir_to_umask(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished folder should not be
 
 
-def write_marker(folder: Path, kind: str, **details: Any) -> None:
+def write_marker(folder: Path, kind: str) -> None:
     """Mark `folder` as a complete revela output of `kind` (the last file written into it)."""
     write_json_atomically(folder / MARKER, {"kind": kind, "version": _version(),
-                                            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **details})
+                                            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def _temporary_prefix(target: Path) -> str:
@@ -242,8 +245,9 @@ def temporary_sibling(target: str | os.PathLike[str]) -> tempfile.TemporaryDirec
 
 def _remove_leftovers(target: Path) -> None:
     """Delete temporary siblings of `target` that a killed writer left (the caller holds the lock)."""
+    prefix = _temporary_prefix(target)
     for entry in target.parent.iterdir():
-        if entry.name.startswith(_temporary_prefix(target)) and entry.is_dir():
+        if entry.name.startswith(prefix) and _MKDTEMP_SUFFIX.fullmatch(entry.name[len(prefix):]) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
 
 
