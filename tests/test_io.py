@@ -9,7 +9,7 @@ import pytest
 
 from revela_hf import io
 from revela_hf.io import (MARKER, IncompleteOutputError, OutputBusyError, OutputExistsError, is_ours, output_lock, publish_dir,
-                          publishing, require_complete, write_json_atomically)
+                          publishing, require_complete, write_file_atomically, write_json_atomically)
 
 
 def _write(text: str):
@@ -88,3 +88,15 @@ def test_write_json_atomically_replaces_the_whole_file(tmp_path):
     path = write_json_atomically(tmp_path / "sub" / "results.json", {"a": 1})
     write_json_atomically(path, {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]} and os.listdir(path.parent) == ["results.json"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path):
+    path = write_json_atomically(tmp_path / "results.json", {"a": 1})
+
+    def fail(handle):
+        handle.write("{half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_file_atomically(path, fail)
+    assert json.loads(path.read_text()) == {"a": 1} and os.listdir(tmp_path) == ["results.json"]

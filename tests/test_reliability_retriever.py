@@ -60,3 +60,15 @@ def test_push_keeps_the_training_record_of_the_saved_folder(base, tmp_path, hub)
     readme = dict(hub.repos[("models", "user/pushed")].commits[-1][1])["README.md"].decode()
     assert "| steps | `7` |" in readme and "| objective | `revela` |" in readme and "python-docs" in readme
     assert 'SentenceTransformer("user/pushed")' in readme and "base_model: tests/tiny-llama" in readme
+
+
+def test_encode_writes_its_npy_file_whole(base, tmp_path):
+    import numpy as np
+
+    retriever = tiny_revela(base, max_length=24)
+    retriever.save_pretrained(str(tmp_path / "ret"))
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    assert main(["encode", "--retriever", str(tmp_path / "ret"), "--input", str(tmp_path / "texts.txt"), "--output", str(tmp_path / "emb")]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["emb.npy", "ret", "texts.txt"]  # np.save's naming, no temporary file
+    expected = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), expected, atol=1e-5)

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 MARKER = ".revela-complete.json"
 _AT_FDCWD = -100
@@ -78,17 +78,28 @@ def fsync_tree(root: Path) -> None:
         _fsync(Path(folder))
 
 
-def write_json_atomically(path: str | os.PathLike[str], payload: Any) -> Path:
-    """Write `payload` as JSON to `path` so that readers see the old file or the whole new one."""
+def write_file_atomically(path: str | os.PathLike[str], write: Callable[[IO], Any], mode: str = "w") -> Path:
+    """Call `write(handle)` on a temporary sibling of `path` opened with `mode`, then replace `path` with it:
+    readers see the old file or the whole new one, and a failed write leaves no temporary file."""
     target = absolute(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.tmp-", delete=False) as handle:
-        handle.write(json.dumps(payload, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    encoding = None if "b" in mode else "utf-8"
+    with tempfile.NamedTemporaryFile(mode, encoding=encoding, dir=target.parent, prefix=f".{target.name}.tmp-", delete=False) as handle:
+        try:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(handle.name)
+            raise
     os.replace(handle.name, target)
     _fsync(target.parent)
     return target
+
+
+def write_json_atomically(path: str | os.PathLike[str], payload: Any) -> Path:
+    """Write `payload` as indented JSON to `path` (see `write_file_atomically`)."""
+    return write_file_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=2) + "\n"))
 
 
 def _version() -> str:

@@ -157,7 +157,8 @@ def _finish_done_run(trainer: RevelaTrainer, checkpoint: str) -> RevelaTrainer:
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
     if is_ours(output / RETRIEVER_SUBFOLDER):
         logger.warning(f"the run in {output} already finished ({trainer.state.global_step} steps, max_steps "
-                       f"{trainer.args.max_steps}): nothing to train; its retriever is {output / RETRIEVER_SUBFOLDER}")
+                       f"{trainer.args.max_steps}): nothing to train (raise max_steps to continue it); its retriever is "
+                       f"{output / RETRIEVER_SUBFOLDER}")
     else:
         logger.warning(f"the run in {output} reached max_steps at {checkpoint}; saving its final retriever")
         trainer.save_model(str(output))

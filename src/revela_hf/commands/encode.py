@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from revela_hf.io import write_file_atomically
     from revela_hf.search import load_encoder
 
     texts = [line.rstrip("\n") for line in Path(args.input).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.retriever)
     encode = encoder.encode_queries if args.queries else encoder.encode_corpus
     embeddings = encode(texts, batch_size=args.batch_size)
-    np.save(args.output, embeddings)
-    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}")
+    output = args.output if args.output.endswith(".npy") else f"{args.output}.npy"  # np.save's naming
+    write_file_atomically(output, lambda handle: np.save(handle, embeddings), "wb")
+    print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {output}")
     return 0
