@@ -8,8 +8,8 @@ import os
 import pytest
 
 from revela_hf import io
-from revela_hf.io import (MARKER, IncompleteOutputError, OutputBusyError, OutputExistsError, is_ours, output_lock, publish_dir,
-                          publishing, require_complete, write_file_atomically, write_json_atomically)
+from revela_hf.io import (MARKER, OutputBusyError, OutputExistsError, is_ours, output_lock, publish_dir, publishing,
+                          write_file_atomically, write_json_atomically)
 
 
 def _write(text: str):
@@ -62,14 +62,6 @@ def test_refusals(tmp_path):
     (tmp_path / "empty").mkdir()
     publish_dir(tmp_path / "empty", _write("y"), "dataset")  # nothing to lose
     assert is_ours(tmp_path / "empty") and (tmp_path / "dataset" / "data.txt").read_text() == "x"
-
-
-def test_require_complete_names_the_folder_and_the_remedy(tmp_path):
-    (tmp_path / "half").mkdir()
-    with pytest.raises(IncompleteOutputError, match=f"half is not a complete dataset: it has no {MARKER}.*; rerun it"):
-        require_complete(tmp_path / "half", "dataset", "rerun it")
-    publish_dir(tmp_path / "done", _write("x"), "dataset")
-    assert require_complete(tmp_path / "done", "dataset", "rerun it") == tmp_path / "done"
 
 
 def test_the_lock_is_exclusive_and_its_file_goes_with_it(tmp_path):

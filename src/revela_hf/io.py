@@ -41,7 +41,7 @@ class OutputBusyError(OSError):
 
 
 class IncompleteOutputError(ValueError):
-    """A folder lacks the completion marker: it was not (fully) written by revela."""
+    """A folder is not a complete output of the kind expected (e.g. an adapter without its settings)."""
 
 
 def fault_point(name: str) -> None:
@@ -121,20 +121,6 @@ def marker_kind(path: str | os.PathLike[str]) -> str | None:
 def is_ours(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is a folder revela finished writing (it carries the completion marker)."""
     return marker_kind(path) is not None
-
-
-def require_complete(path: str | os.PathLike[str], kind: str, remedy: str) -> Path:
-    """`path` as a Path if it is a complete revela folder of `kind`; otherwise an error naming it and `remedy`."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder; {remedy}")
-    found = marker_kind(folder)
-    if found is None:
-        raise IncompleteOutputError(f"{folder} is not a complete {kind}: it has no {MARKER} (it was not written by "
-                                    f"this version of revela, or its writing was interrupted); {remedy}")
-    if found != kind:
-        raise IncompleteOutputError(f"{folder} holds a {found}, not a {kind}; {remedy}")
-    return folder
 
 
 def lock_path(target: Path) -> Path:
