@@ -25,6 +25,7 @@ from revela_hf.training import ModelSpec, train
     (["train", "--data", "d", "--lm", "l", "--output", "o", "--max-steps", "-1"], "--max-steps: must be at least 1, got -1"),
     (["train", "--data", "d", "--lm", "l", "--output", "o", "--temperature", "0"], "--temperature: must be a positive number"),
     (["prepare", "x", "--output", "o", "--group-size", "1"], "--group-size: must be at least 2, got 1"),
+    (["train", "--data", "d", "--lm", "l", "--output", "o", "--inbatch-layers", "top"], "--inbatch-layers: expected comma-separated"),
     (["index", "--retriever", "r", "--corpus", "c", "--output", "o", "--shard-size", "x"], "--shard-size: expected an integer, got 'x'"),
 ])
 def test_numeric_arguments_are_range_checked(argv, message, capsys):

@@ -137,14 +137,16 @@ def test_train_killed_during_a_checkpoint_or_the_final_save_resumes_to_the_same_
     expected = _adapter(reference / "retriever")
     assert _same(expected, _adapter(reference / "checkpoint-2" / "retriever"))
 
-    # killed while writing checkpoint-2 (checkpoint-1 complete: the reference's, so both share one start)
-    mid = tmp_path / "mid-checkpoint"
-    shutil.copytree(reference / "checkpoint-1", mid / "checkpoint-1")
-    assert _revela(*args, "--output", mid, fault="publish:built#1").returncode == KILLED  # its first save: checkpoint-2's retriever
-    assert (mid / "checkpoint-2").is_dir() and not (mid / "checkpoint-2" / "trainer_state.json").exists()
-    rerun = _revela(*args, "--output", mid)
-    assert rerun.returncode == 0 and f"skipping the checkpoint {mid / 'checkpoint-2'}" in rerun.stderr, rerun.stderr[-2000:]
-    assert _same(_adapter(mid / "retriever"), expected) and not (mid / "checkpoint-3").exists()
+    # killed while writing checkpoint-2 (checkpoint-1 complete: the reference's, so both share one start):
+    # while its retriever is written, and after it (before the optimizer and trainer state)
+    for point in ("publish:built#1", "trainer:saved#1"):
+        mid = tmp_path / point.replace(":", "-").replace("#", "-")
+        shutil.copytree(reference / "checkpoint-1", mid / "checkpoint-1")
+        assert _revela(*args, "--output", mid, fault=point).returncode == KILLED
+        assert (mid / "checkpoint-2").is_dir() and not (mid / "checkpoint-2" / "trainer_state.json").exists()
+        rerun = _revela(*args, "--output", mid)
+        assert rerun.returncode == 0 and f"skipping the checkpoint {mid / 'checkpoint-2'}" in rerun.stderr, rerun.stderr[-2000:]
+        assert _same(_adapter(mid / "retriever"), expected) and not (mid / "checkpoint-3").exists(), point
 
     # killed while writing the final retriever (saves: checkpoint-1, checkpoint-2, final)
     final = tmp_path / "final-save"

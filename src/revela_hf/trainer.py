@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from revela_hf.io import fault_point
+
 
 RETRIEVER_SUBFOLDER = "retriever"
 MIN_LENGTH = 2  # LM tokens per chunk: one to predict, then EOS
@@ -122,6 +124,7 @@ class RevelaTrainer(Trainer):
         with _gathered_for_saving(retriever.backbone):
             if self.args.should_save:
                 retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
+        fault_point("trainer:saved")  # model and retriever written; a checkpoint's optimizer and state not yet
 
     def _card_info(self, config):
         """The retriever's model card records its objective, the objective's settings and the run's schedule."""

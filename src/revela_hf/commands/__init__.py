@@ -34,3 +34,13 @@ def positive_float(text: str) -> float:
 
 
 positive_int = int_at_least(1)
+
+
+def layer_list(text: str) -> list[int] | None:
+    """An argparse `type` for comma-separated layer numbers (negative = from the top), or 'all' (None)."""
+    if text == "all":
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers such as -2,-1, or 'all'; got {text!r}") from None

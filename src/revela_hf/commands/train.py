@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from revela_hf.commands import int_at_least, positive_float, positive_int
+from revela_hf.commands import int_at_least, layer_list, positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--inbatch-layers",
-        default="-4,-3,-2,-1",
+        type=layer_list,
+        default=[-4, -3, -2, -1],
         help="LM layers that take the retriever's scores (Revela's in-batch attention, DREAM's biased heads), or 'all'",
     )
     parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk")
@@ -50,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     from revela_hf.io import output_lock
     from revela_hf.training import ModelSpec, objective_settings, train
 
-    layers = None if args.inbatch_layers == "all" else [int(i) for i in args.inbatch_layers.split(",")]
+    layers = args.inbatch_layers
     spec = ModelSpec(
         lm=args.lm,
         retriever=args.retriever,
