@@ -72,3 +72,32 @@ def test_encode_writes_its_npy_file_whole(base, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["emb.npy", "ret", "texts.txt"]  # np.save's naming, no temporary file
     expected = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), expected, atol=1e-5)
+
+
+def test_an_official_revela_adapter_is_recognised_by_what_it_holds(base, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaModel
+
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="FEATURE_EXTRACTION")
+    get_peft_model(LlamaModel.from_pretrained(base), config).save_pretrained(tmp_path / "official")
+    loaded = RevelaRetriever.from_pretrained(str(tmp_path / "official"))
+    assert (loaded.pooling, loaded.query_prefix, loaded.passage_prefix) == ("eos", "query: ", "passage: ")
+
+
+def test_hub_ids_are_downloaded_loudly_and_hf_prefix_asks_for_the_hub_explicitly(base, tmp_path, hub, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from revela_hf.hub import push_folder
+
+    tiny_revela(base, max_length=24).save_pretrained(str(tmp_path / "ret"))
+    push_folder(tmp_path / "ret", "run/retriever")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))  # downloads stay in the test's folder
+    (tmp_path / "run").mkdir()  # a local run/ exists: "run/retriever" means a path inside it
+    with pytest.raises(FileNotFoundError, match="run/ is a local folder"):
+        RevelaRetriever.from_pretrained("run/retriever")
+    assert RevelaRetriever.from_pretrained("hf://run/retriever").max_length == 24
+    (tmp_path / "run").rmdir()
+    capsys.readouterr()
+    assert RevelaRetriever.from_pretrained("run/retriever").max_length == 24
+    assert "[revela-hf] run/retriever is not a local folder: downloading the Hub repo run/retriever" in capsys.readouterr().err

@@ -93,3 +93,12 @@ def test_a_missing_local_looking_path_is_an_error_not_a_hub_download(tmp_path, m
     (tmp_path / "run").mkdir()  # `run/` exists, `run/retriever` was mistyped or not written yet
     with pytest.raises(FileNotFoundError, match=r"no model folder at .*; check the path, or write hf://"):
         resolve_model_dir(name)
+
+
+def test_a_second_index_build_on_one_output_fails_at_once(tmp_path):
+    from revela_hf.io import OutputBusyError, output_lock
+
+    with output_lock(tmp_path / "idx"):
+        with pytest.raises(OutputBusyError, match="idx is being written by process"):
+            ShardedIndex.build(OneHotEncoder(), iter(OLD), tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
