@@ -10,7 +10,6 @@ folder holding an input. A lock file next to each output (removed when done) mak
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import importlib.metadata
 import json
 import os
@@ -130,7 +129,9 @@ def lock_path(target: Path) -> Path:
 
 def _lock_file(path: Path, wait: bool) -> int:
     """An open descriptor of lock file `path`, locked, and the file at `path` the one locked; BlockingIOError
-    (naming the holder) when another process holds it and `wait` is False."""
+    (naming the holder) when another process holds it and `wait` is False. POSIX only (flock)."""
+    import fcntl  # here, not at the top: the package still imports where there is no fcntl
+
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
