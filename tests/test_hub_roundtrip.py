@@ -105,9 +105,11 @@ def test_push_then_load_everywhere_in_a_fresh_process(hub, tmp_path):
     assert "| HumanEval | 50.00 |" in card_text and "| lora_r | `4` |" in card_text
 
     env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0",
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+           "PYTHONPATH": os.pathsep.join(os.path.abspath(p) for p in sys.path if p)}
+    elsewhere = tmp_path / "elsewhere"  # a folder holding no local tests/ or official/ that the repo ids could mean
+    elsewhere.mkdir()
     run = subprocess.run([sys.executable, "-c", LOADERS, REPO, BASE_REPO, OFFICIAL_REPO, json.dumps(TEXTS)],
-                         env=env, capture_output=True, text=True, timeout=300)
+                         env=env, capture_output=True, text=True, timeout=300, cwd=elsewhere)
     assert run.returncode == 0, run.stderr[-3000:]
     loaded = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))[len("RESULT"):])
     for loader in ("revela", "sentence-transformers", "transformers", "peft"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerFast
 
 from revela_hf.retriever import RevelaRetriever
 
@@ -33,6 +33,25 @@ def tiny_decoder(folder: str | Path, seed: int = 0) -> Path:
                          num_key_value_heads=2, max_position_embeddings=256, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
     LlamaModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
+    return Path(folder)
+
+
+def tiny_causal_lm(folder: str | Path, seed: int = 0) -> Path:
+    """`tiny_decoder` with a language-model head: an LM folder `revela train --lm` accepts."""
+    tiny_decoder(folder, seed)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(LlamaConfig.from_pretrained(folder)).save_pretrained(folder)
+    return Path(folder)
+
+
+def tiny_groups(folder: str | Path, groups: int = 6, size: int = 4) -> Path:
+    """A prepared-style dataset of `groups` groups of `size` short chunks, saved to `folder`."""
+    from datasets import Dataset
+
+    words = " ".join(TEXTS).split()
+    rows = [{"chunks": [" ".join(words[(g * size + i) % len(words):][:8]) for i in range(size)],
+             "sources": ["text"] * size, "doc_ids": [f"d{g}-{i // 2}" for i in range(size)]} for g in range(groups)]
+    Dataset.from_list(rows).save_to_disk(str(folder))
     return Path(folder)
 
 

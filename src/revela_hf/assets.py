@@ -13,10 +13,8 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 
@@ -65,24 +63,15 @@ def package_dir(module: str, package: str) -> pathlib.Path:
 
 
 def build_atomically(target: pathlib.Path, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
-    """Run `build(tmp_dir)` and rename the result to `target`; a finished `target` is reused as is."""
+    """Run `build(tmp_dir)` and publish the result as `target` (see `revela_hf.io`); a finished `target` is reused as is."""
+    from revela_hf.io import OutputExistsError, publish_dir
+
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished folder should not be
     try:
-        build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # lost a race only if someone else finished it
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        return publish_dir(target, build, "model", wait=True)
+    except OutputExistsError:  # another process finished it while this one waited for the lock
+        return target
 
 
 def _convert_gguf(gguf_dir: pathlib.Path, out: pathlib.Path) -> None:

@@ -20,6 +20,7 @@ UNCHECKED_COMMANDS = frozenset({"env"})
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="revela", description="Train dense retrievers from raw text by language modeling.")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
@@ -33,9 +34,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in UNCHECKED_COMMANDS:
             check_versions()
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError) as err:  # ImportError: versions, missing extras
-        print(f"revela {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 -- every error becomes one line; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"revela {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line, its type named unless it is a ValueError or OSError."""
+    message = " ".join(str(err).split())
+    if isinstance(err, (ValueError, OSError)) and message:
+        return message
+    return f"{type(err).__name__}{': ' + message if message else ''} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

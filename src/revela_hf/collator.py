@@ -104,6 +104,9 @@ class RevelaDataCollator:
         """Chunks + EOS as right-padded LM inputs with labels."""
         encoded = tokenize_texts(self.tokenizer, chunks, "", self.max_length, append_eos=True)
         labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+        if not (labels[:, 1:] != -100).any():
+            raise ValueError(f"a group has no token to predict (max_length {self.max_length}, chunks {chunks!r:.200}): its chunks "
+                             "are empty or cut to their EOS; drop empty chunks from the dataset or raise max_length")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
 
 

@@ -9,8 +9,6 @@ all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ from revela_hf.data.prepare import prepare
 from revela_hf.evaluation import evaluate_retrieval, format_table
 from revela_hf.evaluation.plots import pyplot
 from revela_hf.humaneval import build_humaneval_beir
+from revela_hf.io import write_file_atomically, write_json_atomically
 from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever
@@ -136,16 +135,12 @@ def run_demo(
         "retriever": str(Path(args.output_dir) / "retriever"),
     }
     stem = "results" if objective == "revela" else f"results-{objective}"
-    _write_json_atomically(out / f"{stem}.json", results)
+    write_json_atomically(out / f"{stem}.json", results)
     _plot(results, out / f"{stem}.png", "HumanEval docstring -> code" if eval_dir is None else Path(eval_dir).name)
     print(format_table(table))
     return results
 
 
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def _plot(results: dict, path: Path, data_name: str) -> None:
@@ -163,7 +158,5 @@ def _plot(results: dict, path: Path, data_name: str) -> None:
     right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    write_file_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
     plt.close(fig)
-    os.replace(tmp, path)

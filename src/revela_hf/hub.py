@@ -9,24 +9,58 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, snapshot_download
 from transformers import PreTrainedTokenizerBase
 
+from revela_hf.io import write_json_atomically
+
 ST_POOLING = {"eos": "lasttoken", "last": "lasttoken", "mean": "mean", "cls": "cls"}
+HUB_PREFIX = "hf://"  # names the Hub explicitly: hf://user/name
 OFFICIAL_REVELA_SETTINGS = {"pooling": "eos", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
 
 
 def resolve_model_dir(name_or_path: str | Path, revision: str | None = None, token: str | None = None) -> Path:
-    """A local folder as is; anything else is a Hub repo id, downloaded with `snapshot_download`."""
-    path = Path(name_or_path).expanduser()
+    """A local folder as is; a Hub repo id is downloaded with `snapshot_download` (logged on stderr).
+
+    `hf://user/name` asks for the Hub explicitly. A missing name that looks like a local path is an
+    error, never a download: see `_local_looking`.
+    """
+    name = str(name_or_path)
+    if name.startswith(HUB_PREFIX):
+        return Path(snapshot_download(repo_id=name[len(HUB_PREFIX):], revision=revision, token=token))
+    path = Path(name).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"{name_or_path} is not a model folder")
-    return Path(snapshot_download(repo_id=str(name_or_path), revision=revision, token=token))
+    if path.exists():
+        raise FileNotFoundError(f"{name} is a file, not a model folder")
+    reason = _local_looking(name)
+    if reason:
+        raise FileNotFoundError(f"no model folder at {name} ({reason}); check the path, or write {HUB_PREFIX}{name} "
+                                "to download the Hub repo of that name")
+    print(f"[revela-hf] {name} is not a local folder: downloading the Hub repo {name}", file=sys.stderr, flush=True)
+    return Path(snapshot_download(repo_id=name, revision=revision, token=token))
+
+
+def _local_looking(name: str) -> str | None:
+    """Why a name that is not an existing folder must be a local path, not a Hub repo id (None if it may be one)."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/"):
+        return "a path, not a Hub repo id"
+    if name.count("/") > 1:
+        return "more than one '/': a path, not a Hub repo id"
+    first = name.split("/")[0]
+    if "/" in name and Path(first).is_dir():
+        return f"{first}/ is a local folder, so this is a path inside it"
+    return None
+
+
+def model_reference(name_or_path: str | Path) -> str:
+    """What to record so that a model is found again from any directory: an absolute path for a local folder, else the id."""
+    path = Path(str(name_or_path)).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(name_or_path)
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str = "Upload Revela retriever", revision: str | None = None) -> str:
@@ -67,11 +101,6 @@ def eos_appending_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTok
     return result
 
 
-def _write_json(path: Path, payload: dict[str, Any] | list[Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
 def write_sentence_transformers_files(folder: str | Path, settings: dict[str, Any], embedding_dim: int) -> None:
     """modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/ and config_sentence_transformers.json.
 
@@ -84,10 +113,10 @@ def write_sentence_transformers_files(folder: str | Path, settings: dict[str, An
     if settings["normalize"]:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
-    _write_json(root / "modules.json", modules)
-    _write_json(root / "sentence_bert_config.json", {"max_seq_length": settings["max_length"], "do_lower_case": False})
+    write_json_atomically(root / "modules.json", modules)
+    write_json_atomically(root / "sentence_bert_config.json", {"max_seq_length": settings["max_length"], "do_lower_case": False})
     mode = ST_POOLING[settings["pooling"]]
-    _write_json(root / "1_Pooling" / "config.json", {
+    write_json_atomically(root / "1_Pooling" / "config.json", {
         "word_embedding_dimension": embedding_dim,
         "pooling_mode_cls_token": mode == "cls",
         "pooling_mode_mean_tokens": mode == "mean",
@@ -97,7 +126,7 @@ def write_sentence_transformers_files(folder: str | Path, settings: dict[str, An
         "pooling_mode_lasttoken": mode == "lasttoken",
         "include_prompt": True,
     })
-    _write_json(root / "config_sentence_transformers.json", {
+    write_json_atomically(root / "config_sentence_transformers.json", {
         "prompts": {"query": settings["query_prefix"], "document": settings["passage_prefix"]},
         "default_prompt_name": None,
         "similarity_fn_name": "cosine" if settings["normalize"] else "dot",
@@ -109,4 +138,4 @@ def set_adapter_base_model(folder: str | Path, base_model: str) -> None:
     path = Path(folder) / "adapter_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_model
-    _write_json(path, config)
+    write_json_atomically(path, config)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from importlib import resources
 from string import Template
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCardData
 
 TEMPLATE = "revela_retriever.md"
+CARD_FILE = "revela_card.json"  # the CardInfo a retriever folder was saved with, so a re-save or push keeps it
 METRIC_NAMES = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10", "recall@100": "recall_at_100"}
 
 
@@ -25,6 +28,16 @@ class CardInfo:
     eval_results: dict[str, dict[str, float]] = field(default_factory=dict)
     license: str = "apache-2.0"
     language: list[str] = field(default_factory=lambda: ["en"])
+
+
+def save_card_info(folder: Path, info: CardInfo) -> None:
+    (folder / CARD_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+
+
+def load_card_info(folder: Path) -> CardInfo | None:
+    """The CardInfo saved in a retriever folder, or None if it records none."""
+    path = folder / CARD_FILE
+    return CardInfo(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 def _hyperparameter_table(hyperparameters: dict[str, Any]) -> str:

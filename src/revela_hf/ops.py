@@ -80,6 +80,8 @@ def check_inbatch_weights(weights: torch.Tensor, group_size: int) -> None:
         raise ValueError(f"in-batch weights must have shape (B, B) = ({group_size}, {group_size}), got {tuple(weights.shape)}")
     if group_size < 2:
         raise ValueError(f"in-batch attention needs a group of at least 2 chunks, got B={group_size}")
+    if not weights.is_floating_point():
+        raise ValueError(f"in-batch weights must be floating point, got {weights.dtype}")
     with torch.no_grad():
         w = weights.detach().float()
         if not torch.isfinite(w).all():

@@ -25,11 +25,14 @@ from revela_hf.hub import (
     set_adapter_base_model,
     write_sentence_transformers_files,
 )
-from revela_hf.model_card import CardInfo, render_model_card
+from revela_hf.io import IncompleteOutputError, absolute, publishing
+from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info
 
 POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
 ADAPTER_CONFIG = "adapter_config.json"
+RETRIEVER_KIND = "retriever"
+REQUIRED_OVERRIDES = frozenset({"pooling", "query_prefix", "passage_prefix"})  # what loading a bare adapter needs
 ENCODE_WINDOW_BATCHES = 64  # `encode` tokenises and length-sorts this many batches of texts at a time
 
 
@@ -81,6 +84,7 @@ class RevelaRetriever(nn.Module):
         self.passage_prefix = passage_prefix
         self.normalize = normalize
         self.max_length = max_length
+        self.card: CardInfo | None = None  # how it was trained and scored, kept across loads and saves
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -117,10 +121,17 @@ class RevelaRetriever(nn.Module):
         It holds the backbone (the adapter only when LoRA is attached), the tokenizer (appending
         EOS itself for "eos" pooling), `revela_retriever.json`, the sentence-transformers files
         and a README.md model card. `base_model` (a Hub id) replaces the base model path recorded
-        in the adapter config; `repo_id` and `card` fill the model card.
+        in the adapter config; `repo_id` and `card` (default: the card it was loaded with) fill the
+        model card, and `card` is kept in `revela_card.json`. The folder appears
+        complete or not at all (`revela_hf.io`); an existing one is replaced only if empty or
+        written by revela.
         """
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
+        target = Path(save_directory)
+        with publishing(target, RETRIEVER_KIND, overwrite=True) as folder:
+            self._write_folder(folder, repo_id or absolute(target).name, base_model, card or self.card)
+
+    def _write_folder(self, folder: Path, name: str, base_model: str | None, card: CardInfo | None) -> None:
+        """The files of `save_pretrained` in `folder`; `name` heads the model card."""
         self.backbone.save_pretrained(folder)
         is_adapter = (folder / ADAPTER_CONFIG).is_file()
         if is_adapter and base_model is not None:
@@ -134,8 +145,10 @@ class RevelaRetriever(nn.Module):
         dim = self.backbone.config.hidden_size
         write_sentence_transformers_files(folder, self.settings(), dim)
         base = base_model or self.backbone.config.name_or_path
-        card_text = render_model_card(repo_id or folder.resolve().name, self.settings(), base, dim, is_adapter, card)
+        card_text = render_model_card(name, self.settings(), base, dim, is_adapter, card)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
+        if card is not None:
+            save_card_info(folder, card)
 
     def push_to_hub(
         self,
@@ -164,25 +177,22 @@ class RevelaRetriever(nn.Module):
     ) -> "RevelaRetriever":
         """Load a folder or Hub repo written by `save_pretrained` (a LoRA adapter loads base + adapter).
 
-        Official Revela releases (a LoRA adapter on the bare decoder, no settings file) load with
-        their settings: EOS pooling, "query: "/"passage: " prefixes, normalised embeddings, and
-        the base model's tokenizer when the adapter ships none.
+        Official Revela releases (see `is_official_revela`) load with their settings: EOS pooling,
+        "query: "/"passage: " prefixes, normalised embeddings, and the base model's tokenizer when
+        the adapter ships none. Any other adapter without `revela_retriever.json` (e.g. a save cut
+        short by an older version) is refused unless `overrides` give its pooling and prefixes.
         """
         folder = resolve_model_dir(path, revision=revision, token=token)
         adapter_config = folder / ADAPTER_CONFIG
-        if (folder / SETTINGS_FILE).is_file():
-            settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
-        elif adapter_config.is_file():
-            settings = dict(OFFICIAL_REVELA_SETTINGS)
-        else:
-            settings = {}
-        settings.update(overrides)
+        settings = {**saved_settings(folder, overrides), **overrides}
         has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
         tokenizer_source = str(folder)
         if not has_tokenizer and adapter_config.is_file():
             tokenizer_source = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
         backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token))
-        return cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
+        retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
+        retriever.card = load_card_info(folder)
+        return retriever
 
     # ------------------------------------------------------------------ encoding
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -209,6 +219,8 @@ class RevelaRetriever(nn.Module):
         """
         if isinstance(texts, str):
             raise ValueError("encode expects a list of texts, got a single string")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if self.tokenizer is None and texts:
             raise ValueError("this RevelaRetriever has no tokenizer; pass one to encode text")
         was_training = self.training
@@ -238,6 +250,29 @@ class RevelaRetriever(nn.Module):
 
     def encode_corpus(self, corpus: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> torch.Tensor:
         return self.encode(corpus, self.passage_prefix, batch_size, show_progress_bar)
+
+
+def is_official_revela(adapter_config: dict[str, Any]) -> bool:
+    """Whether an adapter config is an official Revela release's: the Revela training code saves its
+    retriever as a PEFT LoRA adapter for FEATURE_EXTRACTION (revela-hf's own adapters carry no task type)."""
+    return adapter_config.get("peft_type") == "LORA" and adapter_config.get("task_type") == "FEATURE_EXTRACTION"
+
+
+def saved_settings(folder: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The retriever settings a folder records: its settings file, an official Revela release's, or none
+    for a plain backbone; IncompleteOutputError for an adapter of neither kind (unless `overrides` cover it)."""
+    if (folder / SETTINGS_FILE).is_file():
+        return json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))
+    adapter_config = folder / ADAPTER_CONFIG
+    if not adapter_config.is_file():
+        return {}
+    if is_official_revela(json.loads(adapter_config.read_text(encoding="utf-8"))):
+        return dict(OFFICIAL_REVELA_SETTINGS)
+    if REQUIRED_OVERRIDES <= set(overrides):
+        return {}
+    raise IncompleteOutputError(
+        f"{folder} holds a LoRA adapter but no {SETTINGS_FILE}, and it is not an official Revela release: most likely "
+        "a save that was cut short. Save or train it again, or pass pooling=, query_prefix= and passage_prefix= to load it as is")
 
 
 def tokenize_texts(

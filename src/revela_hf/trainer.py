@@ -13,9 +13,11 @@ import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from revela_hf.dependency_versions import check_versions
+from revela_hf.io import fault_point
 
 
 RETRIEVER_SUBFOLDER = "retriever"
+MIN_LENGTH = 2  # LM tokens per chunk: one to predict, then EOS
 
 
 @dataclass
@@ -64,6 +66,8 @@ class RevelaTrainer(Trainer):
                 "RevelaTrainer trains on one group per device step: set per_device_train_batch_size=1 and use "
                 f"gradient_accumulation_steps (got per_device_train_batch_size={args.per_device_train_batch_size})"
             )
+        if args.max_length < MIN_LENGTH:
+            raise ValueError(f"max_length must be at least {MIN_LENGTH} (a token to predict and EOS), got {args.max_length}")
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("RevelaTrainer needs the LM tokenizer as processing_class (or a data_collator)")
@@ -125,6 +129,7 @@ class RevelaTrainer(Trainer):
         with _gathered_for_saving(retriever.backbone):
             if self.args.should_save:
                 retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
+        fault_point("trainer:saved")  # model and retriever written; a checkpoint's optimizer and state not yet
 
     def _card_info(self, config):
         """The retriever's model card records its objective, the objective's settings and the run's schedule."""

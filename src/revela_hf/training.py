@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from peft import LoraConfig
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainerState, set_seed
 
 from revela_hf.configuration_revela import RevelaConfig
+from revela_hf.io import is_ours
 from revela_hf.modeling_revela import RevelaForCausalLM
 from revela_hf.objectives import dream_rows_from_groups
-from revela_hf.retriever import RevelaRetriever
+from revela_hf.retriever import SETTINGS_FILE, RevelaRetriever
 from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments
 
+TRAINER_STATE = "trainer_state.json"
+logger = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -99,6 +104,8 @@ def train(
 ) -> RevelaTrainer:
     """Train on a `revela prepare` dataset; the retriever ends in `<output_dir>/retriever`."""
     dataset = load_from_disk(str(data_dir))
+    if isinstance(dataset, DatasetDict):
+        raise ValueError(f"{data_dir} holds a DatasetDict (splits {list(dataset)}); pass the folder of one split")
     if len(dataset) == 0:
         raise ValueError(f"the prepared dataset at {data_dir} holds no group")
     set_seed(args.seed)  # the retriever's and LM's LoRA initialisation too, not only the Trainer's data order
@@ -107,7 +114,10 @@ def train(
     retriever_tokenizer = AutoTokenizer.from_pretrained(spec.retriever) if spec.encoder_retriever else None
     trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                             retriever_tokenizer=retriever_tokenizer, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(args.output_dir))
+    last = _last_checkpoint(args.output_dir)
+    if last is not None and _finished(last, args.max_steps):
+        return _finish_done_run(trainer, last)
+    trainer.train(resume_from_checkpoint=last)
     trainer.save_model(args.output_dir)
     return trainer
 
@@ -121,7 +131,51 @@ def rows_for_objective(dataset: Dataset, config: RevelaConfig) -> Dataset:
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
-    """Resume an interrupted run from its newest complete checkpoint."""
-    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    complete = [c for c in checkpoints if (c / "trainer_state.json").exists() and (c / RETRIEVER_SUBFOLDER).is_dir()]
-    return str(complete[-1]) if complete else None
+    """The newest complete checkpoint of a run, to resume from; what does not parse is skipped with a warning."""
+    numbered = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            numbered.append((int(match[1]), path))
+        else:
+            logger.warning(f"ignoring {path}: not a checkpoint-<step> folder")
+    for _, path in sorted(numbered, reverse=True):
+        problem = _checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        logger.warning(f"skipping the checkpoint {path}: {problem}; trying the one before")
+    return None
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why checkpoint folder `path` cannot be resumed from (None if it can)."""
+    try:
+        TrainerState.load_from_json(str(path / TRAINER_STATE))
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE} (it was cut short)"
+    except (OSError, ValueError, TypeError) as err:
+        return f"{TRAINER_STATE} is unreadable ({type(err).__name__}: {err})"
+    retriever = path / RETRIEVER_SUBFOLDER
+    if not (is_ours(retriever) or (retriever / SETTINGS_FILE).is_file()):
+        return f"{retriever} is missing or incomplete"
+    return None
+
+
+def _finished(checkpoint: str, max_steps: int) -> bool:
+    return max_steps > 0 and TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE)).global_step >= max_steps
+
+
+def _finish_done_run(trainer: RevelaTrainer, checkpoint: str) -> RevelaTrainer:
+    """A run whose last checkpoint reached max_steps trains no further: load that checkpoint and, if the
+    final retriever was not saved (e.g. the process was killed while saving it), save it now."""
+    output = Path(trainer.args.output_dir)
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+    if is_ours(output / RETRIEVER_SUBFOLDER):
+        logger.warning(f"the run in {output} already finished ({trainer.state.global_step} steps, max_steps "
+                       f"{trainer.args.max_steps}): nothing to train (raise max_steps to continue it); its retriever is "
+                       f"{output / RETRIEVER_SUBFOLDER}")
+    else:
+        logger.warning(f"the run in {output} reached max_steps at {checkpoint}; saving its final retriever")
+        trainer.save_model(str(output))
+    return trainer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
 from revela_hf.data.grouping import STRATEGIES
 from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="revela",
         help="training objective (the LM stays frozen): revela (default), replug or dream",
     )
-    parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
+    parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
     parser.add_argument("--grouping", choices=STRATEGIES, default="document",
                         help="how chunks are grouped (default document; random is the control: unrelated chunks)")
     parser.add_argument("--temperature", type=float, default=1e-3, help="Sim temperature tau (default 1e-3)")

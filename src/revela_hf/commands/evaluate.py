@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--split", default="test", help="qrels split (default test)")
     parser.add_argument("--output", help="JSON file for the results table (default: <data>/results.json)")
     parser.add_argument("--plot", help="PNG bar chart of the table")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--no-bm25", action="store_true", help="do not add BM25 to the table")
     parser.add_argument("--hybrid", action="store_true",
                         help="add a row per dense retriever: its ranking fused with BM25's (reciprocal-rank fusion, k=60)")

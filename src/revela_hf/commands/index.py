@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,9 +16,9 @@ def register(subparsers) -> None:
     parser.add_argument("--corpus", required=True, help="corpus.jsonl, or a BEIR folder holding one")
     parser.add_argument("--output", required=True, help="index folder")
     parser.add_argument("--kind", choices=("flat", "hnsw"), default="flat")
-    parser.add_argument("--shard-size", type=int, default=100_000, help="documents per shard (default 100000)")
-    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (default 32)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shard-size", type=positive_int, default=100_000, help="documents per shard (default 100000)")
+    parser.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.set_defaults(func=run)
 
 
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from revela_hf.evaluation.beir import iter_corpus
+    from revela_hf.hub import model_reference
     from revela_hf.search import ShardedIndex, load_encoder
 
     corpus = Path(args.corpus)
@@ -32,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--corpus must be a corpus.jsonl file or a BEIR folder, got {corpus}")
     index = ShardedIndex.build(load_encoder(args.retriever), iter_corpus(folder), args.output, kind=args.kind,
                                shard_size=args.shard_size, batch_size=args.batch_size, hnsw_m=args.hnsw_m,
-                               encoder_name=args.retriever)
+                               encoder_name=model_reference(args.retriever))
     print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s) at {args.output}")
     return 0

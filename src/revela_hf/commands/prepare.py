@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import int_at_least, positive_int
 from revela_hf.data.chunking import CODE_UNITS
 from revela_hf.data.grouping import STRATEGIES
 
@@ -15,12 +16,12 @@ def register(subparsers) -> None:
                     "cut sentence-aware chunks and save groups of related chunks as a datasets.Dataset.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="a path, or SOURCE=PATH to name its source tag")
     parser.add_argument("--output", required=True, help="folder to write the dataset to (created atomically)")
-    parser.add_argument("--group-size", type=int, default=16, help="chunks per group, B (default 16)")
+    parser.add_argument("--group-size", type=int_at_least(2), default=16, help="chunks per group, B (default 16)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="bm25", help="how to group chunks (default bm25)")
-    parser.add_argument("--max-words", type=int, default=120, help="words per chunk at most (default 120)")
-    parser.add_argument("--max-tokens", type=int, help="tokens per chunk at most (needs --tokenizer; overrides --max-words)")
+    parser.add_argument("--max-words", type=positive_int, default=120, help="words per chunk at most (default 120)")
+    parser.add_argument("--max-tokens", type=positive_int, help="tokens per chunk at most (needs --tokenizer; overrides --max-words)")
     parser.add_argument("--tokenizer", help="tokenizer folder for --max-tokens")
-    parser.add_argument("--min-words", type=int, default=8, help="drop (and count) chunks shorter than this (default 8)")
+    parser.add_argument("--min-words", type=int_at_least(0), default=8, help="drop (and count) chunks shorter than this (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", help="sentence-transformers folder for --strategy embedding, or 'hashing' for a bag-of-words encoder")
     parser.add_argument("--text-column", default="text", help="text column of JSONL/CSV/Parquet/datasets inputs")
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
                         help="queries of this source (or kind) use the first half of the chunk (default for prose)")
     parser.add_argument("--code-units", choices=CODE_UNITS, default="block",
                         help="code chunks: 'block' packs statements as they come; 'function' starts a chunk at every Python function")
-    parser.add_argument("--interleave-width", type=int, default=4, help="documents interleaved at a time (strategy interleave)")
+    parser.add_argument("--interleave-width", type=positive_int, default=4, help="documents interleaved at a time (strategy interleave)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("search", help="search an index built by `revela index`",
@@ -11,7 +13,7 @@ def register(subparsers) -> None:
     parser.add_argument("queries", nargs="+", metavar="QUERY")
     parser.add_argument("--index", required=True, help="index folder")
     parser.add_argument("--retriever", help="retriever to encode queries with (default: the one that built the index)")
-    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--top-k", type=positive_int, default=10)
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.set_defaults(func=run)
 

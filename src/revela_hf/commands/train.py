@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from revela_hf.commands import int_at_least, layer_list, positive_float, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train LM + retriever on prepared groups (resumes from the last checkpoint)")
     parser.add_argument("--data", required=True, help="folder written by `revela prepare`")
     parser.add_argument("--lm", required=True, help="causal LM folder (transformers format)")
     parser.add_argument("--retriever", help="retriever backbone folder (default: the LM's)")
-    parser.add_argument("--retriever-layers", type=int, help="keep only the first N retriever layers")
+    parser.add_argument("--retriever-layers", type=positive_int, help="keep only the first N retriever layers")
     parser.add_argument("--output", required=True, help="output folder; the retriever ends in OUTPUT/retriever")
-    parser.add_argument("--max-steps", type=int, default=100)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--temperature", type=float, default=1e-3, help="Sim temperature (paper: 1e-4)")
-    parser.add_argument("--lora-r", type=int, default=16, help="retriever LoRA rank (0 = train all weights)")
-    parser.add_argument("--lm-lora-r", type=int, help="LoRA rank on the LM (needs --train-lm)")
+    parser.add_argument("--max-steps", type=positive_int, default=100)
+    parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
+    parser.add_argument("--temperature", type=positive_float, default=1e-3, help="Sim temperature (paper: 1e-4)")
+    parser.add_argument("--lora-r", type=int_at_least(0), default=16, help="retriever LoRA rank (0 = train all weights)")
+    parser.add_argument("--lm-lora-r", type=positive_int, help="LoRA rank on the LM (needs --train-lm)")
     parser.add_argument("--train-lm", action="store_true", help="train the LM too (default: frozen)")
     parser.add_argument(
         "--share-base",
@@ -32,22 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--inbatch-layers",
-        default="-4,-3,-2,-1",
+        type=layer_list,
+        default=[-4, -3, -2, -1],
         help="LM layers that take the retriever's scores (Revela's in-batch attention, DREAM's biased heads), or 'all'",
     )
-    parser.add_argument("--inbatch-top-k", type=int, help="sparse in-batch attention: the k largest Sim per chunk")
-    parser.add_argument("--max-length", type=int, default=160)
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--save-steps", type=int, default=50)
+    parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk")
+    parser.add_argument("--max-length", type=positive_int, default=160)
+    parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
+    parser.add_argument("--save-steps", type=positive_int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from revela_hf.trainer import RevelaTrainingArguments
+    from revela_hf.io import output_lock
     from revela_hf.training import ModelSpec, objective_settings, train
 
-    layers = None if args.inbatch_layers == "all" else [int(i) for i in args.inbatch_layers.split(",")]
+    layers = args.inbatch_layers
     spec = ModelSpec(
         lm=args.lm,
         retriever=args.retriever,
@@ -73,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         report_to=[],
         seed=args.seed,
     )
-    trainer = train(spec, args.data, training_args)
+    with output_lock(args.output):  # a second `revela train` on this output fails at once
+        trainer = train(spec, args.data, training_args)
     print(f"retriever saved to {args.output}/retriever ({trainer.state.global_step} steps)")
     return 0

@@ -2,16 +2,13 @@
 
 Output rows (one per group): {"chunks": [B texts], "sources": [...], "doc_ids": [...],
 "full_chunk": [...]}, chunks shuffled inside each group. The result is a pure function of the
-inputs, the options and the seed. The output folder appears atomically (built in a temporary
-folder next to it, then renamed).
+inputs, the options and the seed. The output folder appears atomically and complete, under a lock
+(see `revela_hf.io`); `overwrite` replaces only an earlier dataset, never an input or other folder.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +22,7 @@ from revela_hf.data.chunking import Chunker
 from revela_hf.data.grouping import Encoder, encode_to_memmap, group_chunks
 from revela_hf.data.readers import DocumentReader, InputSpec
 from revela_hf.data.store import ChunkStore
+from revela_hf.io import publishing, temporary_sibling
 
 GROUP_SCHEMA = pa.schema([
     ("chunks", pa.list_(pa.string())),
@@ -33,6 +31,7 @@ GROUP_SCHEMA = pa.schema([
     ("full_chunk", pa.list_(pa.bool_())),
 ])
 SUMMARY_FILE = "prepare_summary.json"
+DATASET_KIND = "dataset"
 
 
 @dataclass
@@ -120,16 +119,14 @@ def prepare(
     Raises ValueError for bad options or a corpus too small for one group.
     """
     output = Path(output_dir)
-    if output.exists() and not overwrite:
-        raise ValueError(f"output {output} already exists (pass overwrite=True / --overwrite to replace it)")
     if strategy == "embedding" and encoder is None:
         raise ValueError("strategy 'embedding' needs an encoder")
     reader = DocumentReader(inputs, text_column=text_column, id_column=id_column)
     chunker = Chunker(max_words=max_words, max_tokens=max_tokens, tokenizer=load_tokenizer(tokenizer), code_units=code_units)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    seconds: dict[str, float] = {}
-    try:
+    with publishing(output, DATASET_KIND, overwrite=overwrite, inputs=[spec.path for spec in reader.inputs]) as staged, \
+            temporary_sibling(output) as scratch:
+        workdir = Path(scratch)
+        seconds: dict[str, float] = {}
         clock = time.perf_counter()
         documents = tqdm(reader, desc="chunking", unit="doc", disable=not show_progress)
         store = ChunkStore.build(documents, chunker, workdir / "chunks.arrow", reader.skipped, min_words, full_chunk_sources)
@@ -141,33 +138,42 @@ def prepare(
             embeddings = encode_to_memmap(encoder, store.texts, len(store), workdir / "embeddings.npy", show_progress=show_progress)
             seconds["encoding"] = time.perf_counter() - clock
             clock = time.perf_counter()
-        grouping = group_chunks(strategy, len(store), group_size, seed, doc_index=store.doc_index, texts=store.texts,
-                                embeddings=embeddings, interleave_width=interleave_width, shard_size=shard_size,
-                                show_progress=show_progress)
+        try:
+            grouping = group_chunks(strategy, len(store), group_size, seed, doc_index=store.doc_index, texts=store.texts,
+                                    embeddings=embeddings, interleave_width=interleave_width, shard_size=shard_size,
+                                    show_progress=show_progress)
+        except ValueError as err:
+            raise ValueError(f"{err}; {format_skipped(reader.skipped)}") from None
         seconds["grouping"] = time.perf_counter() - clock
         if grouping.leftover:
             reader.skipped[f"chunk left over after grouping (fewer than {group_size} remained)"] += grouping.leftover
 
         clock = time.perf_counter()
         write_groups(store, grouping.groups, workdir / "groups.arrow", seed, show_progress=show_progress)
-        import datasets
-
-        staged = workdir / "dataset"
-        bars_were_on = not datasets.utils.are_progress_bars_disabled()
-        if not show_progress:
-            datasets.disable_progress_bars()
-        try:
-            datasets.Dataset.from_file(str(workdir / "groups.arrow")).save_to_disk(str(staged))
-        finally:
-            if bars_were_on:
-                datasets.enable_progress_bars()
+        save_dataset(workdir / "groups.arrow", staged, show_progress)
         seconds["writing"] = time.perf_counter() - clock
         summary = PrepareSummary(str(output), strategy, group_size, store.documents, len(store), len(grouping.groups),
                                  grouping.fallback_groups, dict(reader.skipped), {k: round(v, 3) for k, v in seconds.items()})
         (staged / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2))
-        if output.exists():
-            os.rename(output, workdir / "replaced")
-        os.rename(staged, output)
-        return summary
+    return summary
+
+
+def format_skipped(skipped: Mapping[str, int]) -> str:
+    """What was skipped, by reason, in one line (for errors)."""
+    if not skipped:
+        return "nothing was skipped (the inputs hold too little text)"
+    return "skipped: " + ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def save_dataset(arrow_file: Path, folder: Path, show_progress: bool) -> None:
+    """Save the Arrow stream file `arrow_file` as a `datasets.Dataset` into the (existing, empty) `folder`."""
+    import datasets
+
+    bars_were_on = not datasets.utils.are_progress_bars_disabled()
+    if not show_progress:
+        datasets.disable_progress_bars()
+    try:
+        datasets.Dataset.from_file(str(arrow_file)).save_to_disk(str(folder))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if bars_were_on:
+            datasets.enable_progress_bars()

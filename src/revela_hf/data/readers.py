@@ -100,7 +100,8 @@ class DocumentReader:
             for d in datasets_dirs:
                 dirs.remove(d)
                 path = root_path / d
-                yield from self._read_datasets_folder(path, spec.source, f"{spec.source}:{path.relative_to(spec.path).as_posix()}")
+                yield from self._read_datasets_folder(path, spec.source, f"{spec.source}:{path.relative_to(spec.path).as_posix()}",
+                                                      explicit=False)
 
     def _read_file(self, path: Path, source: str, doc_id: str, explicit: bool = False) -> Iterator[Document]:
         suffix = path.suffix.lower()
@@ -178,18 +179,28 @@ class DocumentReader:
                     yield row
 
     def _read_table(self, path: Path, source: str, doc_id: str) -> Iterator[Document]:
+        rows = 0
         try:
-            for index, row in enumerate(self._rows(path)):
-                document = self._row_document(row, source, f"{doc_id}#{index}")
+            for rows, row in enumerate(self._rows(path), 1):
+                document = self._row_document(row, source, f"{doc_id}#{rows - 1}")
                 if document is not None:
                     yield document
         except UnicodeDecodeError:
             self.skipped["file not valid UTF-8"] += 1
+            return
+        if rows == 0:
+            self.skipped["table file without rows"] += 1
 
-    def _read_datasets_folder(self, path: Path, source: str, doc_id: str) -> Iterator[Document]:
+    def _read_datasets_folder(self, path: Path, source: str, doc_id: str, explicit: bool = True) -> Iterator[Document]:
         import datasets
 
-        loaded = datasets.load_from_disk(str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except (ValueError, OSError, KeyError, TypeError) as err:
+            if not explicit:
+                self.skipped["unreadable datasets folder"] += 1
+                return
+            raise ValueError(f"{path} is not a readable datasets folder ({type(err).__name__}: {err})") from None
         splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
         for split, dataset in splits:
             prefix = f"{doc_id}/{split}" if split else doc_id

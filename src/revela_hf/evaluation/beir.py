@@ -61,10 +61,18 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
                     raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
 
 
+def row_field(row: dict, key: str, path: Path) -> str:
+    """`row[key]` as a string; ValueError naming the file and the row when it is missing."""
+    if not isinstance(row, dict) or row.get(key) is None:
+        raise ValueError(f"{path}: a row has no {key!r} field: {json.dumps(row)[:120]}")
+    return str(row[key])
+
+
 def iter_corpus(data_dir: str | Path) -> Iterator[tuple[str, str]]:
     """Stream (doc id, text) from `corpus.jsonl` without holding the corpus in memory."""
-    for row in iter_jsonl(Path(data_dir) / "corpus.jsonl"):
-        yield str(row["_id"]), doc_text(row)
+    path = Path(data_dir) / "corpus.jsonl"
+    for row in iter_jsonl(path):
+        yield row_field(row, "_id", path), doc_text(row)
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -85,12 +93,21 @@ def load_beir(data_dir: str | Path, split: str = "test") -> BeirDataset:
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"no BEIR folder at {root}")
-    corpus = {str(row["_id"]): {"title": row.get("title") or "", "text": row.get("text") or ""} for row in iter_jsonl(root / "corpus.jsonl")}
-    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
-    queries = {str(row["_id"]): row["text"] for row in iter_jsonl(root / "queries.jsonl") if str(row["_id"]) in qrels}
+    corpus_path, queries_path, qrels_path = root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"
+    corpus = {row_field(row, "_id", corpus_path): {"title": row.get("title") or "", "text": row.get("text") or ""}
+              for row in iter_jsonl(corpus_path)}
+    qrels = load_qrels(qrels_path)
+    queries = {}
+    for row in iter_jsonl(queries_path):
+        query_id = row_field(row, "_id", queries_path)
+        if query_id in qrels:
+            queries[query_id] = row_field(row, "text", queries_path)
     missing = set(qrels) - set(queries)
     if missing:
         raise ValueError(f"{len(missing)} judged queries are missing from queries.jsonl, e.g. {sorted(missing)[:3]}")
+    unknown = {doc_id for rels in qrels.values() for doc_id in rels} - set(corpus)
+    if unknown:
+        raise ValueError(f"{qrels_path} judges {len(unknown)} documents that are not in corpus.jsonl, e.g. {sorted(unknown)[:3]}")
     return BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
 
 

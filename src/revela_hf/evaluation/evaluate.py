@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from revela_hf.evaluation.beir import BeirDataset, load_beir
 from revela_hf.evaluation.bm25 import BM25Retriever
 from revela_hf.evaluation.fusion import reciprocal_rank_fusion
 from revela_hf.evaluation.metrics import retrieval_metrics
+from revela_hf.io import write_json_atomically
 from revela_hf.search.encoders import as_encoder, load_encoder
 from revela_hf.search.index import new_faiss_index, search_faiss
 
@@ -24,6 +24,8 @@ def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size:
     object (RevelaRetriever, SentenceTransformer, anything with encode_queries/encode_corpus).
     Dense scores are inner products, so retrievers are expected to normalise (Revela does).
     """
+    if top_k < 1:
+        raise ValueError(f"top_k must be positive, got {top_k}")
     doc_ids, doc_texts = dataset.doc_texts()
     query_ids = list(dataset.queries)
     query_texts = [dataset.queries[q] for q in query_ids]
@@ -91,7 +93,5 @@ def format_table(table: dict[str, dict[str, float]], metrics: tuple[str, ...] = 
 
 def save_table(table: dict[str, dict[str, float]], path: str | Path, data_dir: str | Path) -> Path:
     """Write the results table as JSON, with the data folder it was measured on."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data": str(data_dir), "results": table}, indent=2) + "\n", encoding="utf-8")
-    return out
+    write_json_atomically(path, {"data": str(data_dir), "results": table})
+    return Path(path)

@@ -10,6 +10,7 @@ import numpy as np
 
 from revela_hf.dependency_versions import import_optional
 from revela_hf.evaluation.evaluate import HEADLINE_METRICS
+from revela_hf.io import write_file_atomically
 
 
 def pyplot() -> ModuleType:
@@ -51,6 +52,6 @@ def plot_results(
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    write_file_atomically(out, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
     plt.close(fig)
     return out

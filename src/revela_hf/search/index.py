@@ -1,9 +1,14 @@
 """Sharded faiss indexes of encoded corpora, built and searched one shard at a time.
 
-An index folder holds `index.json` (settings and shard list) and, per shard, `shard_NNNNN.faiss`
-(the vectors, flat or HNSW, inner product) and `shard_NNNNN.jsonl` (doc id and text per row).
-Only one shard is in memory at a time, while building and while searching, so a corpus larger
-than memory can be indexed by choosing `shard_size` small enough.
+An index folder holds `index.json` (settings, shard list and generation) and a generation folder
+`gen-XXXX/` holding, per shard, `shard_NNNNN.faiss` (the vectors, flat or HNSW, inner product) and
+`shard_NNNNN.jsonl` (doc id and text per row). Only one shard is in memory at a time, while
+building and while searching, so a corpus larger than memory can be indexed by choosing
+`shard_size` small enough.
+
+Rebuilding writes a new generation beside the old one and then switches `index.json` atomically,
+under the index's lock (`revela_hf.io`): a reader sees the old index or the new one, never a mix,
+and a build that fails or is killed leaves the old index as it was.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +26,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from revela_hf.io import absolute, fault_point, fsync_tree, output_lock, write_json_atomically
 from revela_hf.search.encoders import Encoder
 
 INDEX_KINDS = ("flat", "hnsw")
 INDEX_CONFIG = "index.json"
+GENERATION_PREFIX = "gen-"
+_BUILDING_PREFIX = ".building-"
 
 
 def new_faiss_index(embeddings: np.ndarray, kind: str = "flat", hnsw_m: int = 32) -> faiss.Index:
@@ -49,6 +60,7 @@ class IndexConfig:
     shards: list[str] = field(default_factory=list)
     encoder: str | None = None
     hnsw_m: int = 32
+    generation: str = ""  # sub-folder holding the shards ("" = the index folder itself, the older layout)
 
 
 @dataclass
@@ -90,21 +102,29 @@ class ShardedIndex:
             raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
         if shard_size < 1:
             raise ValueError(f"shard_size must be positive, got {shard_size}")
-        root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        config = IndexConfig(kind=kind, dim=0, num_docs=0, encoder=encoder_name, hnsw_m=hnsw_m)
-        for number, batch in enumerate(_batches(docs, shard_size)):
-            name = f"shard_{number:05d}"
-            embeddings = encoder.encode_corpus([text for _, text in batch], batch_size=batch_size)
-            faiss.write_index(new_faiss_index(embeddings, kind, hnsw_m), str(root / f"{name}.faiss"))
-            with open(root / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-                for doc_id, text in batch:
-                    handle.write(json.dumps({"id": doc_id, "text": text}) + "\n")
-            config.dim, config.num_docs = embeddings.shape[1], config.num_docs + len(batch)
-            config.shards.append(name)
-        if not config.shards:
-            raise ValueError("cannot index an empty corpus")
-        (root / INDEX_CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
+        root = absolute(output_dir)
+        with output_lock(root):
+            _check_index_target(root)
+            root.mkdir(parents=True, exist_ok=True)
+            building = Path(tempfile.mkdtemp(prefix=_BUILDING_PREFIX, dir=root))
+            try:
+                config = IndexConfig(kind=kind, dim=0, num_docs=0, encoder=encoder_name, hnsw_m=hnsw_m,
+                                     generation=GENERATION_PREFIX + building.name.removeprefix(_BUILDING_PREFIX))
+                for number, batch in enumerate(_batches(docs, shard_size)):
+                    name = f"shard_{number:05d}"
+                    config.dim = _write_shard(encoder, batch, building / name, kind, hnsw_m, batch_size)
+                    config.num_docs += len(batch)
+                    config.shards.append(name)
+                    fault_point("index:shard")
+                if not config.shards:
+                    raise ValueError("cannot index an empty corpus")
+                fsync_tree(building)
+                os.rename(building, root / config.generation)
+                fault_point("index:generation")
+                write_json_atomically(root / INDEX_CONFIG, asdict(config))  # the switch to the new generation
+            finally:
+                shutil.rmtree(building, ignore_errors=True)
+            _remove_stale(root, config.generation)
         return cls(root, config)
 
     @classmethod
@@ -115,13 +135,22 @@ class ShardedIndex:
             raise FileNotFoundError(f"no index at {root} (missing {INDEX_CONFIG}); build one with `revela index`")
         return cls(root, IndexConfig(**json.loads(path.read_text(encoding="utf-8"))))
 
+    def shard_path(self, name: str, suffix: str) -> Path:
+        """The `.faiss` or `.jsonl` file of shard `name`; FileNotFoundError naming it if it is gone."""
+        path = self.root / self.config.generation / f"{name}{suffix}"
+        if not path.is_file():
+            raise FileNotFoundError(f"the index at {self.root} lists {path.name} but {path} is missing; rebuild it with `revela index`")
+        return path
+
     def search(self, query_embeddings: np.ndarray, top_k: int = 10) -> list[list[Hit]]:
         """The `top_k` best documents for each query embedding, best first, across all shards."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be positive, got {top_k}")
         if query_embeddings.ndim != 2 or query_embeddings.shape[1] != self.config.dim:
             raise ValueError(f"query embeddings must be (N, {self.config.dim}), got {query_embeddings.shape}")
         best: list[list[tuple[float, str, int]]] = [[] for _ in range(len(query_embeddings))]
         for name in self.config.shards:
-            scores, rows = search_faiss(faiss.read_index(str(self.root / f"{name}.faiss")), query_embeddings, top_k)
+            scores, rows = search_faiss(faiss.read_index(str(self.shard_path(name, ".faiss"))), query_embeddings, top_k)
             for q, (q_scores, q_rows) in enumerate(zip(scores, rows)):
                 candidates = [(float(s), name, int(r)) for s, r in zip(q_scores, q_rows) if r >= 0]
                 best[q] = heapq.nlargest(top_k, best[q] + candidates, key=lambda c: c[0])
@@ -131,8 +160,35 @@ class ShardedIndex:
         wanted = {(name, row) for _, name, row in candidates}
         docs: dict[tuple[str, int], dict] = {}
         for name in {name for name, _ in wanted}:
-            with open(self.root / f"{name}.jsonl", encoding="utf-8") as handle:
+            with open(self.shard_path(name, ".jsonl"), encoding="utf-8") as handle:
                 for row, line in enumerate(handle):
                     if (name, row) in wanted:
                         docs[(name, row)] = json.loads(line)
         return [Hit(doc_id=docs[(name, row)]["id"], score=score, text=docs[(name, row)]["text"]) for score, name, row in candidates]
+
+
+def _write_shard(encoder: Encoder, batch: list[tuple[str, str]], stem: Path, kind: str, hnsw_m: int, batch_size: int) -> int:
+    """Encode one shard's documents and write `stem.faiss` and `stem.jsonl`; returns the embedding size."""
+    embeddings = encoder.encode_corpus([text for _, text in batch], batch_size=batch_size)
+    faiss.write_index(new_faiss_index(embeddings, kind, hnsw_m), str(stem.with_suffix(".faiss")))
+    with open(stem.with_suffix(".jsonl"), "w", encoding="utf-8") as handle:
+        for doc_id, text in batch:
+            handle.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+    return embeddings.shape[1]
+
+
+def _check_index_target(root: Path) -> None:
+    """Refuse to build into a folder that holds something other than an index."""
+    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / INDEX_CONFIG).is_file())):
+        raise ValueError(f"refusing to write an index into {root}: it exists and holds no {INDEX_CONFIG}; "
+                         "choose another --output, or remove it yourself")
+
+
+def _remove_stale(root: Path, current: str) -> None:
+    """Delete what earlier or interrupted builds left: other generations, unfinished ones, shards of the older layout."""
+    for entry in root.iterdir():
+        stale_dir = entry.name.startswith((GENERATION_PREFIX, _BUILDING_PREFIX)) and entry.name != current
+        if stale_dir and entry.is_dir():
+            shutil.rmtree(entry)
+        elif entry.name.startswith("shard_") and entry.suffix in (".faiss", ".jsonl"):
+            entry.unlink()
