@@ -148,6 +148,7 @@ def test_function_units_split_a_long_function_and_fall_back_on_other_code() -> N
     chunks = Chunker(max_words=60, code_units="function").chunks(source, "code")
     assert len(chunks) > 1 and chunks[0].startswith("def long(value):")
     assert all(len(c.split()) <= 60 for c in chunks)
+    assert Chunker(max_words=60, code_units="function-head").chunks(source, "code") == chunks[:1]
     java = "int add(int a, int b) {\n  return a + b;\n}\n"
     assert Chunker(max_words=60, code_units="function").chunks(java, "code") == Chunker(max_words=60).chunks(java, "code")
     with pytest.raises(ValueError, match="code_units"):

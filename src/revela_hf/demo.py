@@ -51,6 +51,7 @@ def run_demo(
     inbatch_top_k: int | None = None,
     grouping: str = "document",
     temperature: float = 1e-3,
+    code_units: str = "function",
 ) -> dict:
     """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot.
 
@@ -58,7 +59,8 @@ def run_demo(
     `objective` the training objective (revela, replug or dream; the LM stays frozen in all three);
     `inbatch_top_k` Revela's sparse in-batch attention (None = exact); `grouping` how chunks are
     grouped (`document`: consecutive functions of one module; `random` is the control: a group of
-    unrelated chunks gives the retriever nothing to find); `temperature` Sim's tau.
+    unrelated chunks gives the retriever nothing to find); `temperature` Sim's tau; `code_units` how
+    code is chunked (see `Chunker`).
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -69,7 +71,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     beir = eval_dir or build_humaneval_beir(str(out / "humaneval"))
-    corpus = out / f"corpus-{grouping}-seed{seed}"
+    corpus = out / f"corpus-{grouping}-{code_units}-seed{seed}"
     if not corpus.exists():
         sources = [p for p in training_text_sources() if p.suffix == ".py"]
         step = max(1, len(sources) // plan.source_files)
@@ -84,7 +86,7 @@ def run_demo(
             # One function per chunk, first-half queries: a chunk's first half is then a signature and
             # docstring, what a natural-language code query resembles (the calibration runs learned so).
             full_chunk_sources={"code": False},
-            code_units="function",
+            code_units=code_units,
         )
     top_layers = [-4, -3, -2, -1]
     spec = ModelSpec(
@@ -123,6 +125,7 @@ def run_demo(
         "objective": objective,
         "inbatch_top_k": inbatch_top_k,
         "grouping": grouping,
+        "code_units": code_units,
         "temperature": temperature,
         "seed": seed,
         "eval_data": str(beir),

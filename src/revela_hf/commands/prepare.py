@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--first-half", action="append", default=[], metavar="SOURCE",
                         help="queries of this source (or kind) use the first half of the chunk (default for prose)")
     parser.add_argument("--code-units", choices=CODE_UNITS, default="block",
-                        help="code chunks: 'block' packs statements as they come; 'function' starts a chunk at every Python function")
+                        help="code chunks: 'block' packs statements as they come; 'function' starts a chunk at every Python function; 'function-head' keeps each function's first chunk only")
     parser.add_argument("--interleave-width", type=positive_int, default=4, help="documents interleaved at a time (strategy interleave)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

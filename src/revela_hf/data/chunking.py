@@ -77,7 +77,7 @@ def _code_units(lines: list[str]) -> list[list[str]]:
     return units
 
 
-CODE_UNITS = ("block", "function")
+CODE_UNITS = ("block", "function", "function-head")
 
 
 def python_functions(text: str) -> list[list[str]] | None:
@@ -109,8 +109,9 @@ class Chunker:
     `code_units`: "block" packs a code file's statements and definitions into chunks as they come;
     "function" makes every Python function (and method) start a chunk of its own, so a chunk opens
     with a signature and docstring (its first half is what a natural-language code query resembles),
-    and drops module-level statements (imports, constants). Code that does not parse as Python falls
-    back to "block".
+    and drops module-level statements (imports, constants); "function-head" keeps only the first chunk
+    of each function (signature, docstring, the body's start), so no chunk starts mid-body. Code that
+    does not parse as Python falls back to "block".
     """
 
     def __init__(self, max_words: int = 120, max_tokens: int | None = None, tokenizer=None, code_units: str = "block"):
@@ -248,10 +249,12 @@ class Chunker:
 
     def chunks(self, text: str, kind: str = "text") -> list[str]:
         """Cut a document into chunks that each measure at most the limit."""
-        if kind == "code" and self.code_units == "function":
+        if kind == "code" and self.code_units != "block":
             functions = python_functions(text.replace("\r\n", "\n").replace("\r", "\n"))
             if functions is not None:
-                return [c for lines in functions for c in self._pack(self._code_pieces(lines, ""))]
+                per_function = [self._pack(self._code_pieces(lines, "")) for lines in functions]
+                keep = 1 if self.code_units == "function-head" else None
+                return [c for chunks in per_function for c in chunks[:keep]]
         return self._pack(self.pieces(text, kind))
 
     def _pack(self, pieces: list[Piece]) -> list[str]:
