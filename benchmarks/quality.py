@@ -13,7 +13,8 @@ trained retriever folder given as `--retriever LABEL=PATH`; it never trains. Rep
 (one folder per seed) reports the mean and the sample standard deviation over its folders.
 Prints one JSON object (per set and system: metrics, nDCG@10 over BM25; per system: the suite
 means) on stdout, the Markdown tables on stderr, and writes them (`suite.md`) and a bar plot of
-nDCG@10 (`suite.png`) into `--root`, beside the sets. `--baselines bm25` skips the slow baselines.
+nDCG@10 (`suite.png`) into `--root`, beside the sets. `--baselines bm25` skips the slow baselines;
+`--cache FILE` keeps every measured (system, run, set) so that a stopped run resumes.
 
     PYTHONPATH=src python benchmarks/quality.py --suite [--root revela-suite] [--sets humaneval,stdlib]
         [--retriever revela=run-seed0/retriever --retriever revela=run-seed1/retriever]
@@ -70,13 +71,47 @@ def parse_retrievers(specs: list[str]) -> dict[str, list[Path]]:
     return runs
 
 
-def _evaluate_on_sets(load: Callable[[], Any], folders: dict[str, str], name: str) -> dict[str, dict[str, float]]:
-    """{set: metrics} of one retriever, loaded once for all sets."""
-    retriever = load()
+class ResultCache:
+    """Metrics already measured, one JSON line per (system, run, set folder) in `path` (None: no cache).
+
+    A re-run reuses them, so a long suite run that was stopped resumes where it was; delete the
+    file when the sets or the retriever folders change.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self.rows: dict[tuple[str, str, str], dict[str, float]] = {}
+        if self.path and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                self.rows[(row["system"], row["run"], row["folder"])] = row["metrics"]
+
+    def get(self, key: tuple[str, str, str]) -> dict[str, float] | None:
+        return self.rows.get(key)
+
+    def put(self, key: tuple[str, str, str], metrics: dict[str, float]) -> None:
+        self.rows[key] = metrics
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"system": key[0], "run": key[1], "folder": key[2], "metrics": metrics}) + "\n")
+
+
+def _evaluate_on_sets(
+    load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache
+) -> dict[str, dict[str, float]]:
+    """{set: metrics} of one retriever (`run` names it: a folder, or "baseline"), loaded once, only if a set is not cached."""
+    retriever = None
     scores = {}
     for set_name, folder in folders.items():
+        key = (name, run, str(Path(folder).resolve()))
+        cached = cache.get(key)
+        if cached is not None:
+            scores[set_name] = cached
+            continue
+        retriever = retriever if retriever is not None else load()
         started = time.perf_counter()
         scores[set_name] = {m: evaluate_retrieval(retriever, folder)[m] for m in HEADLINE_METRICS}
+        cache.put(key, scores[set_name])
         log(f"{name} on {set_name}: nDCG@10 {100 * scores[set_name][MAIN_METRIC]:.2f} ({time.perf_counter() - started:.0f} s)")
     return scores
 
@@ -136,13 +171,17 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [k for k in keys if k not in BASELINES]
     if unknown:
         raise SystemExit(f"--baselines: unknown {unknown}; choose from {','.join(BASELINES)}")
-    systems: dict[str, list[Callable[[], Any]]] = {BASELINES[k][0]: [BASELINES[k][1]] for k in keys}
+    systems: dict[str, list[tuple[Callable[[], Any], str]]] = {BASELINES[k][0]: [(BASELINES[k][1], "baseline")] for k in keys}
     trained = parse_retrievers(args.retriever)
     for label, paths in trained.items():
         if label in systems:
             raise SystemExit(f"--retriever label {label!r} is a baseline's name")
-        systems[label] = [lambda p=p: load_encoder(str(p)) for p in paths]
-    summaries = {name: summarize([_evaluate_on_sets(load, folders, name) for load in loads], names) for name, loads in systems.items()}
+        systems[label] = [(lambda p=p: load_encoder(str(p)), str(p.resolve())) for p in paths]
+    cache = ResultCache(args.cache)
+    summaries = {
+        name: summarize([_evaluate_on_sets(load, run, folders, name, cache) for load, run in runs], names)
+        for name, runs in systems.items()
+    }
     add_bm25_ratios(summaries, names)
     root = Path(args.root)
     tables = "\n\n".join(markdown_table(summaries, names, m) for m in HEADLINE_METRICS)
@@ -198,6 +237,7 @@ def main() -> None:
     parser.add_argument("--sets", help=f"comma-separated subset of {','.join(BUILDERS)} (--suite)")
     parser.add_argument("--baselines", default="untrained,bm25,minilm", help=f"comma-separated subset of {','.join(BASELINES)}; bm25 always runs (--suite)")
     parser.add_argument("--retriever", action="append", default=[], metavar="LABEL=PATH", help="trained retriever folder; repeat a label for seeds (--suite)")
+    parser.add_argument("--cache", help="JSON-lines file of measured (system, run, set) metrics, reused by a re-run (--suite)")
     parser.add_argument("--concode", help="CONCODE jsonl (default $REVELA_CONCODE or ../shared/data/codexglue/concode-dev.jsonl)")
     parser.add_argument("--foldoc", help="folder of foldoc.index + foldoc.dict.dz (default /usr/share/dictd)")
     parser.add_argument("--stdlib", help="standard-library folder (default this interpreter's)")
