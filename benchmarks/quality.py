@@ -37,7 +37,7 @@ from revela_hf.assets import log, minilm_path, smollm2_path
 from revela_hf.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo import run_demo
 from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name
-from revela_hf.evaluation import evaluate_retrieval, load_beir, plot_results
+from revela_hf.evaluation import hybrid_name, load_beir, plot_results, reciprocal_rank_fusion, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.search.encoders import load_encoder
 
@@ -97,22 +97,30 @@ class ResultCache:
 
 
 def _evaluate_on_sets(
-    load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache
-) -> dict[str, dict[str, float]]:
-    """{set: metrics} of one retriever (`run` names it: a folder, or "baseline"), loaded once, only if a set is not cached."""
+    load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache, hybrid: bool = False
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{system: {set: metrics}} of one retriever (`run` names it: a folder, or "baseline"), loaded once, only
+    if a set is not cached; with `hybrid` (a dense retriever), also of its ranking fused with BM25's."""
+    systems = [name, hybrid_name(name)] if hybrid else [name]
     retriever = None
-    scores = {}
+    scores: dict[str, dict[str, dict[str, float]]] = {system: {} for system in systems}
     for set_name, folder in folders.items():
-        key = (name, run, str(Path(folder).resolve()))
-        cached = cache.get(key)
-        if cached is not None:
-            scores[set_name] = cached
+        keys = {system: (system, run, str(Path(folder).resolve())) for system in systems}
+        if all(cache.get(key) is not None for key in keys.values()):
+            for system, key in keys.items():
+                scores[system][set_name] = cache.get(key)
             continue
         retriever = retriever if retriever is not None else load()
         started = time.perf_counter()
-        scores[set_name] = {m: evaluate_retrieval(retriever, folder)[m] for m in HEADLINE_METRICS}
-        cache.put(key, scores[set_name])
-        log(f"{name} on {set_name}: nDCG@10 {100 * scores[set_name][MAIN_METRIC]:.2f} ({time.perf_counter() - started:.0f} s)")
+        dataset = load_beir(folder)
+        runs = {name: retrieve(retriever, dataset)}
+        if hybrid:
+            runs[hybrid_name(name)] = reciprocal_rank_fusion([runs[name], retrieve(BM25, dataset)])
+        for system, ranked in runs.items():
+            metrics = retrieval_metrics(dataset.qrels, ranked, (10, 100))
+            scores[system][set_name] = {m: metrics[m] for m in HEADLINE_METRICS}
+            cache.put(keys[system], scores[system][set_name])
+            log(f"{system} on {set_name}: nDCG@10 {100 * scores[system][set_name][MAIN_METRIC]:.2f} ({time.perf_counter() - started:.0f} s)")
     return scores
 
 
@@ -178,10 +186,13 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--retriever label {label!r} is a baseline's name")
         systems[label] = [(lambda p=p: load_encoder(str(p)), str(p.resolve())) for p in paths]
     cache = ResultCache(args.cache)
-    summaries = {
-        name: summarize([_evaluate_on_sets(load, run, folders, name, cache) for load, run in runs], names)
-        for name, runs in systems.items()
-    }
+    measured: dict[str, list[dict[str, dict[str, float]]]] = {}
+    for name, runs in systems.items():
+        dense = args.hybrid and name in trained  # fused with BM25: the trained retrievers
+        for load, run in runs:
+            for system, scores in _evaluate_on_sets(load, run, folders, name, cache, hybrid=dense).items():
+                measured.setdefault(system, []).append(scores)
+    summaries = {system: summarize(per_run, names) for system, per_run in measured.items()}
     add_bm25_ratios(summaries, names)
     root = Path(args.root)
     tables = "\n\n".join(markdown_table(summaries, names, m) for m in HEADLINE_METRICS)
@@ -237,6 +248,7 @@ def main() -> None:
     parser.add_argument("--sets", help=f"comma-separated subset of {','.join(BUILDERS)} (--suite)")
     parser.add_argument("--baselines", default="untrained,bm25,minilm", help=f"comma-separated subset of {','.join(BASELINES)}; bm25 always runs (--suite)")
     parser.add_argument("--retriever", action="append", default=[], metavar="LABEL=PATH", help="trained retriever folder; repeat a label for seeds (--suite)")
+    parser.add_argument("--hybrid", action="store_true", help="also every trained retriever fused with BM25 by reciprocal rank (--suite)")
     parser.add_argument("--cache", help="JSON-lines file of measured (system, run, set) metrics, reused by a re-run (--suite)")
     parser.add_argument("--concode", help="CONCODE jsonl (default $REVELA_CONCODE or ../shared/data/codexglue/concode-dev.jsonl)")
     parser.add_argument("--foldoc", help="folder of foldoc.index + foldoc.dict.dz (default /usr/share/dictd)")
