@@ -86,7 +86,7 @@ def run_demo(
             seed=seed,
             # First-half queries on code too, so the retriever learns to find what continues a chunk.
             # Block units (statements packed as they come) beat one-function-per-chunk on the suite
-            # (README, "Recipe search").
+            # (README, "Yardstick suite").
             full_chunk_sources={"code": False},
             code_units=code_units,
         )
