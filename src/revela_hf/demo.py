@@ -146,8 +146,6 @@ def run_demo(
     return results
 
 
-
-
 def _plot(results: dict, path: Path, data_name: str) -> None:
     """Training loss and HumanEval nDCG@10 over steps, with BM25 as a reference line."""
     plt = pyplot()

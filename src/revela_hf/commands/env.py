@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def environment() -> dict[str, Any]:
     """Versions of the stack, the version check's verdict, torch threads and device, cache folders."""
+    from huggingface_hub import constants as hub_constants
+
     from revela_hf import __version__
     from revela_hf.assets import cache_root
     from revela_hf.dependency_versions import installed_version, supported_requirements, version_problems
@@ -34,8 +36,8 @@ def environment() -> dict[str, Any]:
         "packages": packages,
         "version_problems": version_problems(),
         "revela_cache": str(cache_root()),
-        "hf_home": os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")),
-        "hf_endpoint": os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+        "hf_home": hub_constants.HF_HOME,
+        "hf_endpoint": hub_constants.ENDPOINT,
     }
     try:
         import torch
