@@ -20,7 +20,7 @@ TEXTS = [
 ]
 
 
-def tiny_decoder(folder: str | Path, seed: int = 0) -> Path:
+def tiny_decoder(folder: str | Path, seed: int = 0, hidden_size: int = 32) -> Path:
     """Save a random 2-layer LlamaModel and a byte-level BPE tokenizer (EOS <|endoftext|>) to `folder`."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -29,16 +29,16 @@ def tiny_decoder(folder: str | Path, seed: int = 0) -> Path:
     tokenizer.train_from_iterator(TEXTS * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, max_position_embeddings=256, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
     LlamaModel(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return Path(folder)
 
 
-def tiny_causal_lm(folder: str | Path, seed: int = 0) -> Path:
+def tiny_causal_lm(folder: str | Path, seed: int = 0, hidden_size: int = 32) -> Path:
     """`tiny_decoder` with a language-model head: an LM folder `revela train --lm` accepts."""
-    tiny_decoder(folder, seed)
+    tiny_decoder(folder, seed, hidden_size)
     torch.manual_seed(seed)
     LlamaForCausalLM(LlamaConfig.from_pretrained(folder)).save_pretrained(folder)
     return Path(folder)

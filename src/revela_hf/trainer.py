@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers.trainer import TRAINING_ARGS_NAME
 
+from revela_hf.checkpoint import has_trainable_state, load_trainable_state, save_trainable_state, trainable_parameters
 from revela_hf.dependency_versions import check_versions
 from revela_hf.io import fault_point
 
 
 RETRIEVER_SUBFOLDER = "retriever"
 MIN_LENGTH = 2  # LM tokens per chunk: one to predict, then EOS
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,8 +49,10 @@ class RevelaTrainer(Trainer):
 
     Logs, besides the loss: `sim_entropy` (mean entropy of Sim rows, nats: high = undecided),
     `sim_max` (mean largest weight), and with doc ids `top1_same_doc` (share of chunks whose top
-    neighbour comes from the same document). Every checkpoint holds the retriever in its own
-    `retriever/` sub-folder, loadable with `RevelaRetriever.from_pretrained`.
+    neighbour comes from the same document). Every checkpoint (and the final folder) holds the trainable
+    state only, never a copy of frozen weights: the trainable tensors, the optimizer, scheduler and RNG
+    states, and the retriever in its own `retriever/` sub-folder, loadable with
+    `RevelaRetriever.from_pretrained`. Resuming rebuilds the frozen weights from the model folders.
     """
 
     def __init__(
@@ -119,17 +125,42 @@ class RevelaTrainer(Trainer):
         super().log(logs, start_time)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
+        """Write the trainable state and no frozen weight: the trainable tensors (`revela_trainable.safetensors`,
+        see `revela_hf.checkpoint`), the config naming the model folders, the tokenizer, the training arguments
+        and `retriever/`. The Trainer's `state_dict` (a consolidated copy of every weight under DeepSpeed) is
+        not needed: the trainable parameters are read from the model."""
         output_dir = output_dir or self.args.output_dir
         model = self.accelerator.unwrap_model(self.model)
-        retriever = model.retriever
         # Every rank calls `_save`. Under DeepSpeed ZeRO-3 each holds only a shard of every parameter
-        # (reading them directly writes an EMPTY adapter), so all ranks gather what the retriever folder
-        # stores, then the main process alone writes it.
-        with _gathered_for_saving(retriever.backbone):
+        # (reading them directly writes EMPTY tensors), so all ranks gather what is written, then the main
+        # process alone writes it.
+        with _gathered(_saved_parameters(model)):
             if self.args.should_save:
-                retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
+                os.makedirs(output_dir, exist_ok=True)
+                save_trainable_state(model, output_dir)
+                model.config.save_pretrained(output_dir)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(output_dir)
+                torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+                model.retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
         fault_point("trainer:saved")  # model and retriever written; a checkpoint's optimizer and state not yet
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        """Copy a checkpoint's trainable tensors into the model, whose frozen weights come from its model
+        folders (TrainableStateMismatchError if they do not fit); a checkpoint holding a full
+        `model.safetensors` (written before adapter-only checkpoints) loads as the Trainer loads it."""
+        if not has_trainable_state(resume_from_checkpoint):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        logger.info(f"Loading the trainable parameters from {resume_from_checkpoint}")
+        load_trainable_state(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        # Under DeepSpeed the Trainer reloads the best checkpoint from the engine's own state.
+        if self.is_deepspeed_enabled or not has_trainable_state(self.state.best_model_checkpoint):
+            super()._load_best_model()
+            return
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def _card_info(self, config):
         """The retriever's model card records its objective, the objective's settings and the run's schedule."""
@@ -139,20 +170,24 @@ class RevelaTrainer(Trainer):
         return card_info(config, hyperparameters=schedule)
 
 
-@contextmanager
-def _gathered_for_saving(backbone: torch.nn.Module) -> Iterator[None]:
-    """Gather the ZeRO-3-partitioned parameters `backbone.save_pretrained` writes (the adapter's when a
-    PEFT adapter is attached, else all) on every rank for the duration; a no-op without ZeRO-3.
-    A collective call: every rank must enter it."""
+def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters `RevelaTrainer._save` writes: the trainable ones, and those the retriever folder stores
+    (the adapter's when a PEFT adapter is attached, else all of the backbone's)."""
+    backbone = model.retriever.backbone
     adapters = tuple(getattr(backbone, "peft_config", {}) or {}) if getattr(backbone, "_hf_peft_config_loaded", False) else ()
-    params = [
-        p for n, p in backbone.named_parameters()
-        if hasattr(p, "ds_id") and (not adapters or any(f".{a}." in f".{n}." for a in adapters))
-    ]
-    if not params:
+    retriever = [p for n, p in backbone.named_parameters() if not adapters or any(f".{a}." in f".{n}." for a in adapters)]
+    return list({id(p): p for p in [*trainable_parameters(model).values(), *retriever]}.values())
+
+
+@contextmanager
+def _gathered(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
+    """Gather the ZeRO-3-partitioned `params` on every rank for the duration; a no-op without ZeRO-3.
+    A collective call: every rank must enter it."""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
         yield
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
         yield
