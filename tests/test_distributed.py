@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import synthetic_learning  # noqa: E402
 
 from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever  # noqa: E402
+from revela_hf.checkpoint import TRAINABLE_STATE  # noqa: E402
 from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(60)]
@@ -275,8 +276,15 @@ def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path):
             assert saved[key].numel() > 0, f"{key} was saved empty"
             assert saved[key].shape == expected_shapes[name] == value.shape
             torch.testing.assert_close(saved[key], value, atol=0, rtol=0)
-        full = load_file(ckpt / "model.safetensors")  # the whole RevelaForCausalLM, consolidated by the Trainer
-        assert full and all(v.numel() > 0 for v in full.values())
+        trainable = load_file(ckpt / TRAINABLE_STATE)  # both models' LoRA tensors, gathered; no frozen weight
+        assert trainable.keys() == {n for n, p in model.named_parameters() if p.requires_grad}
+        assert all(v.numel() > 0 for v in trainable.values()) and not (ckpt / "model.safetensors").exists()
+        for name, value in gathered.items():
+            torch.testing.assert_close(trainable[f"retriever.backbone.{name}"], value, atol=0, rtol=0)
+    final_params = torch.load(tmp_path / "final_params.pt")
+    last = load_file(tmp_path / "run" / f"checkpoint-{MAX_STEPS}" / TRAINABLE_STATE)
+    for name, value in last.items():
+        torch.testing.assert_close(value, final_params[name], atol=0, rtol=0)
     retriever = RevelaRetriever.from_pretrained(str(tmp_path / "run" / f"checkpoint-{MAX_STEPS}" / RETRIEVER_SUBFOLDER))
     batch = retriever.tokenize(PROBE_TEXTS, prefix=retriever.passage_prefix)
     with torch.no_grad():
