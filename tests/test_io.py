@@ -80,6 +80,11 @@ def test_write_json_atomically_replaces_the_whole_file(tmp_path):
     path = write_json_atomically(tmp_path / "sub" / "results.json", {"a": 1})
     write_json_atomically(path, {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]} and os.listdir(path.parent) == ["results.json"]
+    umask = os.umask(0o022)
+    try:
+        assert write_json_atomically(path, {}).stat().st_mode & 0o777 == 0o644  # not tempfile's private 0o600
+    finally:
+        os.umask(umask)
 
 
 def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path):

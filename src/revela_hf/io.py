@@ -69,6 +69,12 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def fsync_tree(root: Path) -> None:
     """Flush every file and folder under `root` (and `root` itself) to disk."""
     for folder, _, files in os.walk(root):
@@ -79,12 +85,14 @@ def fsync_tree(root: Path) -> None:
 
 def write_file_atomically(path: str | os.PathLike[str], write: Callable[[IO], Any], mode: str = "w") -> Path:
     """Call `write(handle)` on a temporary sibling of `path` opened with `mode`, then replace `path` with it:
-    readers see the old file or the whole new one, and a failed write leaves no temporary file."""
+    readers see the old file or the whole new one, and a failed write leaves no temporary file. The file
+    gets the permissions of any new file (tempfile makes it private)."""
     target = absolute(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     encoding = None if "b" in mode else "utf-8"
     with tempfile.NamedTemporaryFile(mode, encoding=encoding, dir=target.parent, prefix=f".{target.name}.tmp-", delete=False) as handle:
         try:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -220,9 +228,7 @@ def _switch(built: Path, target: Path) -> None:
 
 
 def _private_dir_to_umask(folder: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished folder should not be
+    folder.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the finished folder should not be
 
 
 def write_marker(folder: Path, kind: str) -> None:
