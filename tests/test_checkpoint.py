@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_trainer import StopAt
 from tiny_retrievers import TEXTS, tiny_causal_lm, tiny_groups
-from transformers import TrainerCallback
 
 from revela_hf import RevelaRetriever
 from revela_hf.checkpoint import TRAINABLE_STATE, TrainableStateMismatchError, load_trainable_state
@@ -18,16 +18,6 @@ from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.training import ModelSpec, build_model, train
 
 MAX_STEPS = 4
-
-
-class StopAt(TrainerCallback):
-    """Interrupts a run after `step` (the checkpoint of that step is written first)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        control.should_training_stop = state.global_step >= self.step
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +79,16 @@ def test_checkpoints_and_the_final_folder_hold_no_frozen_weight(straight):
     assert saved.keys() == trained.keys() and all(torch.equal(saved[n], trained[n]) for n in saved)
 
 
-def test_adapter_only_checkpoint_resumes_exactly(setup, straight, tmp_path):
+@pytest.mark.parametrize("overrides", [{}, {"freeze_lm": False, "lm_lora_r": 2}], ids=["frozen_lm", "lm_lora"])
+def test_adapter_only_checkpoint_resumes_exactly(setup, tmp_path, overrides):
     lm, data = setup
+    straight = run(spec_for(lm, **overrides), data, tmp_path / "straight")
+    saved = load_file(tmp_path / "straight" / "checkpoint-2" / TRAINABLE_STATE)
+    assert any(n.startswith("lm.") for n in saved) == bool(overrides) and all("lora_" in n for n in saved)
     output = tmp_path / "run"
-    run(spec_for(lm), data, output, stop_at=2)
+    run(spec_for(lm, **overrides), data, output, stop_at=2)
     assert not (output / f"checkpoint-{MAX_STEPS}").exists()
-    resumed = run(spec_for(lm), data, output)
+    resumed = run(spec_for(lm, **overrides), data, output)
     assert resumed.state.global_step == MAX_STEPS
     assert losses(resumed)[-2:] == losses(straight)[-2:]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):

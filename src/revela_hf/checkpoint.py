@@ -70,6 +70,7 @@ def save_trainable_state(model: nn.Module, folder: str | Path) -> Path:
 
 
 def has_trainable_state(folder: str | Path) -> bool:
+    """Whether `folder` is an adapter-only checkpoint (or final folder)."""
     return (Path(folder) / TRAINABLE_STATE).is_file()
 
 
