@@ -36,7 +36,7 @@ import torch
 from revela_hf.assets import log, minilm_path, smollm2_path
 from revela_hf.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo import run_demo
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name, untrained_name
 from revela_hf.evaluation import hybrid_name, load_beir, plot_results, reciprocal_rank_fusion, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.search.encoders import load_encoder
@@ -223,7 +223,7 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{args.data} is not a BEIR folder (no corpus.jsonl)")
     results = run_demo(args.output, args.budget, args.seed, eval_dir=args.data, objective=args.objective)
     table = results["table"]
-    trained, untrained = table[trained_name(args.objective)]["ndcg@10"], table["SmolLM2-135M untrained"]["ndcg@10"]
+    trained, untrained = table[trained_name(args.objective)]["ndcg@10"], table[untrained_name()]["ndcg@10"]
     return {
         "data": args.data,
         "budget": args.budget,

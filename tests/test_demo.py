@@ -45,3 +45,18 @@ def test_demo_trains_each_objective_on_the_same_data(tmp_path):
         card = (out / f"run-{objective}" / "retriever" / "README.md").read_text()
         assert f"| objective | `{objective}` |" in card
         assert RevelaRetriever.from_pretrained(results["retriever"]).encode_queries(["x"], show_progress_bar=False).shape[0] == 1
+
+
+@pytest.mark.slow
+def test_demo_adapts_minilm_and_starts_from_the_supervised_model(tmp_path):
+    out = tmp_path / "demo"
+    run_demo(out, "--retriever", "minilm")
+    results = json.loads((out / "results.json").read_text())
+    table = results["table"]
+    assert set(table) == {"all-MiniLM-L6-v2 untrained", "all-MiniLM-L6-v2 + Revela", "BM25", "all-MiniLM-L6-v2 (supervised)"}
+    # Before training, the library's mean-pooled encoder is the sentence-transformers model itself.
+    for metric, value in table["all-MiniLM-L6-v2 (supervised)"].items():
+        assert table["all-MiniLM-L6-v2 untrained"][metric] == pytest.approx(value, abs=1e-6)
+    assert results["pooling"] == "mean" and results["temperature"] == 0.05
+    retriever = RevelaRetriever.from_pretrained(results["retriever"])
+    assert (retriever.pooling, retriever.query_prefix, retriever.passage_prefix) == ("mean", "", "")

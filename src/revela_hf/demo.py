@@ -23,9 +23,9 @@ from revela_hf.evaluation import evaluate_retrieval, format_table
 from revela_hf.evaluation.plots import pyplot
 from revela_hf.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
-from revela_hf.retriever import RevelaRetriever
+from revela_hf.retriever import RevelaRetriever, check_pooling
 from revela_hf.training import ModelSpec, objective_settings, train
 
 
@@ -51,8 +51,10 @@ def run_demo(
     objective: str = "revela",
     inbatch_top_k: int | None = None,
     grouping: str = "document",
-    temperature: float = 1e-3,
+    temperature: float | None = None,
     code_units: str = "block",
+    pooling: str | None = None,
+    retriever: str = "smollm2",
 ) -> dict:
     """Prepare, evaluate the untrained retriever, train, evaluate again; write results.json and a plot.
 
@@ -60,19 +62,23 @@ def run_demo(
     `objective` the training objective (revela, replug or dream; the LM stays frozen in all three);
     `inbatch_top_k` Revela's sparse in-batch attention (None = exact); `grouping` how chunks are
     grouped (`document`: consecutive functions of one module; `random` is the control: a group of
-    unrelated chunks gives the retriever nothing to find); `temperature` Sim's tau; `code_units` how
-    code is chunked (see `Chunker`).
+    unrelated chunks gives the retriever nothing to find); `code_units` how code is chunked (see
+    `Chunker`); `retriever` which retriever trains (`RETRIEVERS`: SmolLM2 from scratch, or
+    all-MiniLM-L6-v2 adapted to the corpus); `temperature` (Sim's tau) and `pooling` override its recipe's.
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     if objective not in OBJECTIVE_NAMES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_NAMES)}")
-    plan = BUDGETS[budget]
+    if retriever not in RETRIEVERS:
+        raise ValueError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
+    plan, recipe = BUDGETS[budget], RETRIEVERS[retriever]
+    pooling, temperature = check_pooling(pooling or recipe.pooling), temperature or recipe.temperature
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     beir = eval_dir or build_humaneval_beir(str(out / "humaneval"))
-    corpus = out / f"corpus-{grouping}-{code_units}-seed{seed}"
+    corpus = out / f"corpus-{grouping}-{code_units}-seed{seed}"  # the LM's tokens: the same for every retriever
     if not corpus.exists():
         sources = [p for p in training_text_sources() if p.suffix == ".py"]
         step = max(1, len(sources) // plan.source_files)
@@ -91,21 +97,25 @@ def run_demo(
             code_units=code_units,
         )
     top_layers = [-4, -3, -2, -1]
+    settings = {**objective_settings(objective, top_layers), "inbatch_top_k": inbatch_top_k}
     spec = ModelSpec(
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),
-        retriever=smollm2_path(num_hidden_layers=plan.retriever_layers),
-        retriever_layers=None,
+        retriever=minilm_path() if recipe.encoder else smollm2_path(num_hidden_layers=plan.retriever_layers),
         inbatch_layers=top_layers,
         temperature=temperature,
-        config_overrides={**objective_settings(objective, top_layers), "inbatch_top_k": inbatch_top_k},
+        encoder_retriever=recipe.encoder,
+        retriever_pooling=pooling,
+        config_overrides=settings if recipe.encoder else {**settings, "pooling": pooling},
     )
     # The untrained retriever alone (a fresh LoRA's B = 0 adds nothing): no need to load the LM for it.
-    table = {"SmolLM2-135M untrained": evaluate_retrieval(RevelaRetriever.from_backbone(spec.retriever), beir)}
+    prefixes = {"query_prefix": "", "passage_prefix": ""} if recipe.encoder else {}
+    before = RevelaRetriever.from_backbone(spec.retriever, pooling=pooling, **prefixes)
+    table = {untrained_name(retriever): evaluate_retrieval(before, beir)}
     curve = RetrievalCurve(beir, plan.eval_every)
     args = RevelaTrainingArguments(
         output_dir=str(out / ("run" if objective == "revela" else f"run-{objective}")),
         max_steps=plan.max_steps,
-        learning_rate=3e-4,
+        learning_rate=recipe.learning_rate,
         # Constant: at these budgets the curve still rises at the end, and a cosine decayed to zero
         # stopped it early (HumanEval 29.8 vs 40.9 with a constant rate, issue #16).
         lr_scheduler_type="constant",
@@ -119,16 +129,18 @@ def run_demo(
         use_cpu=True,
     )
     trainer = train(spec, corpus, args, callbacks=[curve])
-    table[trained_name(objective)] = evaluate_retrieval(trainer.model.retriever, beir)
+    table[trained_name(objective, retriever)] = evaluate_retrieval(trainer.model.retriever, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {
         "budget": budget,
         "objective": objective,
+        "retriever_recipe": retriever,
         "inbatch_top_k": inbatch_top_k,
         "grouping": grouping,
         "code_units": code_units,
         "temperature": temperature,
+        "pooling": pooling,
         "seed": seed,
         "eval_data": str(beir),
         "plan": asdict(plan),
@@ -153,10 +165,10 @@ def _plot(results: dict, path: Path, data_name: str) -> None:
     loss = results["train_loss"]
     left.plot([p["step"] for p in loss], [p["loss"] for p in loss])
     left.set(title="LM loss (in-batch pass)", xlabel="step", ylabel="loss")
-    first = results["table"]["SmolLM2-135M untrained"]["ndcg@10"]
+    first = results["table"][untrained_name(results["retriever_recipe"])]["ndcg@10"]
     steps = [0] + [p["step"] for p in results["curve"]]
     scores = [first] + [p["ndcg@10"] for p in results["curve"]]
-    right.plot(steps, [100 * s for s in scores], marker="o", label=trained_name(results["objective"]))
+    right.plot(steps, [100 * s for s in scores], marker="o", label=trained_name(results["objective"], results["retriever_recipe"]))
     right.axhline(100 * results["table"]["BM25"]["ndcg@10"], color="gray", linestyle="--", label="BM25")
     right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()

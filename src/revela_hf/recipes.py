@@ -36,6 +36,31 @@ BUDGETS = {
 }
 
 
-def trained_name(objective: str) -> str:
+@dataclass(frozen=True)
+class RetrieverRecipe:
+    """Which retriever the demo trains and how: `encoder` = an existing embedding model with its own
+    tokenizer and no prefixes (adapted to the corpus), otherwise SmolLM2 cut to `Budget.retriever_layers`."""
+
+    label: str  # its name in results tables
+    pooling: str
+    temperature: float  # Sim's tau: a decoder's embeddings start nearly parallel, a trained encoder's do not
+    learning_rate: float
+    encoder: bool = False
+
+
+RETRIEVERS = {
+    "smollm2": RetrieverRecipe("SmolLM2-135M", pooling="eos", temperature=1e-3, learning_rate=3e-4),
+    # Adapting a supervised model: its cosines spread over [0, 1], so tau is a contrastive loss's 0.05
+    # (at 1e-3 Sim is one-hot and passes no gradient), and a lower rate keeps what it already knows.
+    "minilm": RetrieverRecipe("all-MiniLM-L6-v2", pooling="mean", temperature=0.05, learning_rate=1e-4, encoder=True),
+}
+
+
+def untrained_name(retriever: str = "smollm2") -> str:
+    """The results-table row of the retriever before training."""
+    return f"{RETRIEVERS[retriever].label} untrained"
+
+
+def trained_name(objective: str, retriever: str = "smollm2") -> str:
     """The results-table row of the retriever trained with `objective`."""
-    return f"SmolLM2-135M + {OBJECTIVE_NAMES[objective]}"
+    return f"{RETRIEVERS[retriever].label} + {OBJECTIVE_NAMES[objective]}"

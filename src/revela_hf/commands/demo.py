@@ -6,7 +6,7 @@ import argparse
 
 from revela_hf.commands import positive_int
 from revela_hf.data.grouping import STRATEGIES
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
     parser.add_argument("--grouping", choices=STRATEGIES, default="document",
                         help="how chunks are grouped (default document; random is the control: unrelated chunks)")
-    parser.add_argument("--temperature", type=float, default=1e-3, help="Sim temperature tau (default 1e-3)")
+    parser.add_argument("--retriever", choices=sorted(RETRIEVERS), default="smollm2",
+                        help="smollm2 (default): SmolLM2-135M cut to 6 layers, trained from scratch; minilm: "
+                        "all-MiniLM-L6-v2 adapted to the corpus")
+    parser.add_argument("--temperature", type=float, help="Sim temperature tau (default: the retriever's recipe, "
+                        + ", ".join(f"{k} {r.temperature:g}" for k, r in RETRIEVERS.items()) + ")")
+    parser.add_argument("--pooling", help="the retriever's pooling: eos, last, mean or cls (default: its recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 
@@ -36,5 +41,5 @@ def _run(args: argparse.Namespace) -> int:
     from revela_hf.demo import run_demo
 
     run_demo(args.output, args.budget, args.seed, objective=args.objective, inbatch_top_k=args.inbatch_top_k,
-             grouping=args.grouping, temperature=args.temperature)
+             grouping=args.grouping, temperature=args.temperature, pooling=args.pooling, retriever=args.retriever)
     return 0
