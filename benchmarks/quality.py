@@ -36,7 +36,7 @@ import torch
 from revela_hf.assets import log, minilm_path, smollm2_path
 from revela_hf.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo import run_demo
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, trained_name, untrained_name
+from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS, trained_name, untrained_name
 from revela_hf.evaluation import hybrid_name, load_beir, plot_results, reciprocal_rank_fusion, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.search.encoders import load_encoder
@@ -47,14 +47,14 @@ MAIN_METRIC = "ndcg@10"
 def _untrained_retriever() -> Any:
     from revela_hf.retriever import RevelaRetriever
 
-    return RevelaRetriever.from_backbone(smollm2_path(num_hidden_layers=6))
+    return RevelaRetriever.from_backbone(smollm2_path(num_hidden_layers=6), pooling=RETRIEVERS["smollm2"].pooling)
 
 
 # --baselines key -> (table name, loader); BM25 always runs: the ratios divide by it.
 BASELINES: dict[str, tuple[str, Callable[[], Any]]] = {
     "bm25": ("BM25", lambda: BM25),
     "minilm": ("all-MiniLM-L6-v2 (supervised)", lambda: load_encoder(minilm_path())),
-    "untrained": ("SmolLM2-135M untrained (6 layers)", _untrained_retriever),
+    "untrained": (f"SmolLM2-135M untrained (6 layers, {RETRIEVERS['smollm2'].pooling} pooling)", _untrained_retriever),
 }
 BM25_NAME = BASELINES["bm25"][0]
 
