@@ -45,22 +45,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from revela_hf.attention import EAGER_ATTN_IMPLEMENTATION, _eager_attention_of, revela_attention_forward
-from revela_hf.modeling_revela import RevelaOutput
+from revela_hf.modeling_outputs import DreamOutput
 from revela_hf.objectives.base import require_frozen_lm
 from revela_hf.objectives.scoring import sequence_target_losses
 from revela_hf.ops import cosine_matrix
 
 DREAM_ATTN_IMPLEMENTATION = "revela_dream"
 DREAM_EAGER_ATTN_IMPLEMENTATION = "revela_dream_eager"
-
-
-@dataclass
-class DreamOutput(RevelaOutput):
-    """loss: NTP loss on the target tokens; logits: `(N, T+1, V)` of the last T+1 positions (T = the
-    longest target); similarity: retriever cosine `(N, K)`; inbatch_weights: P(k | query) `(N, K)`
-    (zero on padding candidates)."""
-
-    candidate_bias: torch.Tensor | None = None  # (N, K) log(K * P), 0 on padding candidates
 
 
 @dataclass

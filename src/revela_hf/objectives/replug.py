@@ -25,23 +25,13 @@ left-padded batches of `replug_pair_batch_size` under no_grad (see `scoring.py`)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from revela_hf.modeling_revela import RevelaOutput
+from revela_hf.modeling_outputs import ReplugOutput
 from revela_hf.objectives.base import require_frozen_lm
 from revela_hf.objectives.scoring import sequence_target_losses
 from revela_hf.ops import similarity_weights
-
-
-@dataclass
-class ReplugOutput(RevelaOutput):
-    """loss: mean_i KL(P_LM || P_R); similarity: retriever cosine `(B, B)`; inbatch_weights: P_R `(B, B)`;
-    lm_distribution: P_LM `(B, B)`; pair_losses: loss_LM(i | j) `(B, B)` (+inf on the diagonal)."""
-
-    lm_distribution: torch.Tensor | None = None
-    pair_losses: torch.Tensor | None = None
 
 
 def target_starts(lengths: torch.Tensor, target: str, query_ratio: float) -> torch.Tensor:
