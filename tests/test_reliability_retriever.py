@@ -7,8 +7,7 @@ import os
 
 import pytest
 import torch
-from test_hub_roundtrip import hub  # noqa: F401  (the local Hub server fixture)
-from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
+from conftest import TEXTS, tiny_causal_lm, tiny_decoder, tiny_revela
 
 from revela_hf.cli import main
 from revela_hf.io import MARKER, IncompleteOutputError, OutputExistsError
@@ -109,7 +108,6 @@ def test_a_retriever_cut_to_fewer_layers_than_its_base_reloads_at_its_own_depth(
     from transformers import AutoModel
 
     from revela_hf.training import ModelSpec, build_model
-    from tiny_retrievers import tiny_causal_lm
 
     lm = tiny_causal_lm(tmp_path / "lm")  # 2 layers; the retriever keeps the first
     spec = ModelSpec(lm=str(lm), retriever=str(lm) if retriever_folder else None, retriever_layers=1, retriever_lora_r=4,
