@@ -210,17 +210,31 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         out = self._inbatch_lm_forward(input_ids, attention_mask, labels, inbatch_weights)
         return RevelaOutput(loss=out.loss, logits=out.logits, similarity=similarity, inbatch_weights=inbatch_weights)
 
-    def score_group(
+    def retriever_embeddings(
         self,
         query_input_ids: torch.LongTensor,
         query_attention_mask: torch.Tensor,
         passage_input_ids: torch.LongTensor,
         passage_attention_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Retriever cosine `(B, B)` and the in-batch weights Sim `(B, B)` of one group."""
-        query_emb = self.retriever(query_input_ids, query_attention_mask)  # (B, E)
-        passage_emb = self.retriever(passage_input_ids, passage_attention_mask)  # (B, E)
-        return similarity_weights(query_emb, passage_emb, self.config.temperature, self.config.exclude_diagonal)
+        """The retriever's `(N, E)` query and `(M, E)` passage embeddings."""
+        return self.retriever(query_input_ids, query_attention_mask), self.retriever(passage_input_ids, passage_attention_mask)
+
+    def score_group(
+        self,
+        query_input_ids: torch.LongTensor,
+        query_attention_mask: torch.Tensor,
+        passage_input_ids: torch.LongTensor,
+        passage_attention_mask: torch.Tensor,
+        temperature: float | None = None,
+        exclude_diagonal: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retriever cosine `(B, B)` and the in-batch weights Sim `(B, B)` of one group (temperature and
+        diagonal: the config's unless given)."""
+        query_emb, passage_emb = self.retriever_embeddings(query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask)
+        temperature = self.config.temperature if temperature is None else temperature
+        exclude_diagonal = self.config.exclude_diagonal if exclude_diagonal is None else exclude_diagonal
+        return similarity_weights(query_emb, passage_emb, temperature, exclude_diagonal)
 
     def _inbatch_lm_forward(
         self,
