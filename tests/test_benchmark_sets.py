@@ -21,13 +21,15 @@ from revela_hf.benchmark_sets import (
     spread,
 )
 from revela_hf.evaluation import load_beir
+from revela_hf.io import MARKER
 
 _BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def _folder_bytes(folder: str) -> dict[str, bytes]:
+    """Every file's bytes but the completion marker's, which records when the folder was written."""
     root = pathlib.Path(folder)
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != MARKER}
 
 
 def _pairs(folder: str) -> list[tuple[str, str]]:

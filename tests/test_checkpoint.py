@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_trainer import StopAt
-from tiny_retrievers import TEXTS, tiny_causal_lm, tiny_groups
+from conftest import TEXTS, StopAt, tiny_causal_lm, tiny_groups
 
 from revela_hf import RevelaRetriever
 from revela_hf.checkpoint import TRAINABLE_STATE, TrainableStateMismatchError, load_trainable_state

@@ -5,7 +5,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 import torch.nn.functional as F
-from test_model import TINY, group_inputs
+from conftest import TINY, group_inputs
 from transformers import LlamaConfig
 
 from revela_hf import RevelaConfig, RevelaForCausalLM, similarity_weights

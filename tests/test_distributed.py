@@ -19,31 +19,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "src"))
 
-import synthetic_learning  # noqa: E402
-
+from conftest import tiny_llama_config, word_groups, word_tokenizer  # noqa: E402
 from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever  # noqa: E402
 from revela_hf.checkpoint import TRAINABLE_STATE  # noqa: E402
 from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments  # noqa: E402
 
-WORDS = [f"w{i}" for i in range(60)]
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "lora_dropout": 0.0}
 PROBE_TEXTS = ["w1 w2 w3 w4", "w10 w11 w12", "w40 w41 w42 w43 w44 w45", "w7"]
 MAX_STEPS = 2
-
-
-def tokenizer():
-    return synthetic_learning.build_tokenizer(WORDS)
-
-
-def backbone_config(tok):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                       eos_token_id=tok.eos_token_id, bos_token_id=None)
 
 
 def build_model(mode: str, out: Path, tok) -> RevelaForCausalLM:
@@ -51,13 +36,13 @@ def build_model(mode: str, out: Path, tok) -> RevelaForCausalLM:
     (written there by whoever builds it first) so the saved adapter can be reloaded on its base."""
     torch.manual_seed(0)
     if mode != "zero3":
-        return RevelaForCausalLM(RevelaConfig(lm_config=backbone_config(tok).to_dict(), temperature=0.5))
+        return RevelaForCausalLM(RevelaConfig(lm_config=tiny_llama_config(tok).to_dict(), temperature=0.5))
     from transformers import LlamaForCausalLM, LlamaModel
 
     base_dir = out / "retriever_base"
-    lm = LlamaForCausalLM(backbone_config(tok))
+    lm = LlamaForCausalLM(tiny_llama_config(tok))
     if not (base_dir / "config.json").is_file():
-        LlamaModel(backbone_config(tok)).save_pretrained(base_dir)
+        LlamaModel(tiny_llama_config(tok)).save_pretrained(base_dir)
     base = LlamaModel.from_pretrained(str(base_dir))
     torch.manual_seed(1)
     return RevelaForCausalLM.from_parts(lm, base, lm_lora=LORA, retriever_lora=LORA, temperature=0.5)
@@ -66,12 +51,7 @@ def build_model(mode: str, out: Path, tok) -> RevelaForCausalLM:
 def dataset(n=4, B=4):
     from datasets import Dataset
 
-    g = torch.Generator().manual_seed(0)
-    rows = []
-    for r in range(n):
-        chunks = [" ".join(WORDS[int(t)] for t in torch.randint(0, 60, (10,), generator=g)) for _ in range(B)]
-        rows.append({"chunks": chunks, "sources": ["text"] * B, "doc_ids": [f"d{r}-{i // 2}" for i in range(B)]})
-    return Dataset.from_list(rows)
+    return Dataset.from_list(word_groups(n, B))
 
 
 def deepspeed_config(stage: int) -> dict:
@@ -96,7 +76,7 @@ def worker(mode: str, out: Path) -> None:
     from transformers import TrainerCallback
 
     rank = int(os.environ["RANK"])
-    tok = tokenizer()
+    tok = word_tokenizer()
     model = build_model(mode, out, tok)  # the launcher wrote the zero3 retriever base beforehand
 
     class CaptureTrainer(RevelaTrainer):
@@ -196,14 +176,14 @@ def torchrun(args: list[str], env: dict[str, str], log_dir: Path) -> None:
 
 def launch(mode: str, out: Path) -> None:
     if mode == "zero3":
-        build_model(mode, out, tokenizer())  # writes the retriever base the workers (and the adapter) refer to
+        build_model(mode, out, word_tokenizer())  # writes the retriever base the workers (and the adapter) refer to
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
     torchrun([__file__, mode, str(out)], env, out / "logs")
 
 
 def single_process_loss(mode: str, out: Path, inputs: dict) -> float:
-    model = build_model(mode, out, tokenizer()).train()
+    model = build_model(mode, out, word_tokenizer()).train()
     inputs = dict(inputs)
     inputs.pop("same_document", None)
     with torch.no_grad():
@@ -232,7 +212,7 @@ def test_ddp_two_processes(tmp_path):
     check_step1_losses("ddp", tmp_path)
     check_ranks_agree(tmp_path)
     final = torch.load(tmp_path / "final_params.pt")
-    start = build_model("ddp", tmp_path, tokenizer()).state_dict()
+    start = build_model("ddp", tmp_path, word_tokenizer()).state_dict()
     assert any(not torch.equal(final[n], start[n]) for n in final), "training changed the weights"
     check_reloaded_retriever(tmp_path / "run" / f"checkpoint-{MAX_STEPS}", tmp_path)
 
@@ -263,7 +243,7 @@ def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path):
     launch("zero3", tmp_path)
     check_step1_losses("zero3", tmp_path)
     check_ranks_agree(tmp_path)
-    model = build_model("zero3", tmp_path, tokenizer())
+    model = build_model("zero3", tmp_path, word_tokenizer())
     expected_shapes = {n: p.shape for n, p in model.retriever.backbone.named_parameters() if p.requires_grad}
     assert expected_shapes and all("lora_" in n for n in expected_shapes)
     for step in range(1, MAX_STEPS + 1):
@@ -304,11 +284,11 @@ def test_example_script_runs_the_paper_zero3_recipe(tmp_path):
     from safetensors.torch import load_file
     from transformers import LlamaForCausalLM, LlamaModel
 
-    tok = tokenizer()
+    tok = word_tokenizer()
     torch.manual_seed(0)
-    LlamaForCausalLM(backbone_config(tok)).save_pretrained(tmp_path / "lm")
+    LlamaForCausalLM(tiny_llama_config(tok)).save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
-    LlamaModel(backbone_config(tok)).save_pretrained(tmp_path / "retriever")
+    LlamaModel(tiny_llama_config(tok)).save_pretrained(tmp_path / "retriever")
     dataset(4).save_to_disk(str(tmp_path / "data"))
     recipe = json.loads((ROOT / "examples" / "zero3_paper_recipe.json").read_text())
     assert recipe["zero_optimization"]["stage"] == 3 and recipe["bf16"]["enabled"] == "auto"

@@ -7,7 +7,7 @@ import pytest
 
 from revela_hf.evaluation import BeirDataset, evaluate_retrieval, write_beir
 from revela_hf.evaluation.mteb_integration import beir_folder_task, revela_model_meta
-from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
+from conftest import TEXTS, tiny_decoder, tiny_revela
 
 
 def test_mteb_evaluate_matches_our_metrics(tmp_path):

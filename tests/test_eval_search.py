@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
+from conftest import OneHotEncoder
 
 from revela_hf.evaluation import BeirDataset, write_beir
 from revela_hf.search import ShardedIndex
 
 DOCS = [(f"d{i}", f"document number {i}") for i in range(7)]
-
-
-class OneHotEncoder:
-    """Document i -> unit vector e_i; a query "document number i" -> e_i as well."""
-
-    def _encode(self, texts):
-        out = np.zeros((len(texts), 8), dtype=np.float32)
-        for row, text in enumerate(texts):
-            out[row, int(text.split()[-1])] = 1.0
-        return out
-
-    encode_queries = encode_corpus = lambda self, texts, batch_size=32: self._encode(texts)  # noqa: E731
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])

@@ -10,17 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 import torch.nn.functional as F
-from huggingface_hub import constants
+from conftest import TEXTS, tiny_decoder, tiny_revela
 from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer, LlamaModel
 
-from hub_server import LocalHub
 from revela_hf.hub import push_folder, set_adapter_base_model
 from revela_hf.model_card import CardInfo
-from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
 
 BASE_REPO, REPO, OFFICIAL_REPO = "tests/tiny-llama", "tests/revela-tiny", "official/revela-tiny"
 
@@ -57,15 +54,6 @@ LOADERS = textwrap.dedent('''
     out["official"] = {"settings": official.settings(), "q": official.encode_queries(texts).tolist()}
     print("RESULT" + json.dumps(out))
 ''')
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    with LocalHub() as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
-        yield server
 
 
 def _official_adapter(base, folder):

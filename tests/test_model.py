@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, group_inputs
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -20,7 +21,6 @@ from transformers import (
 
 from revela_hf import RevelaConfig, RevelaForCausalLM
 
-TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2)
 FAMILIES = {
     "llama": lambda: LlamaConfig(**TINY),
     "qwen2": lambda: Qwen2Config(**TINY),
@@ -29,15 +29,6 @@ FAMILIES = {
     "gemma2": lambda: Gemma2Config(**TINY, head_dim=8, query_pre_attn_scalar=8, sliding_window=4),
     "gemma3": lambda: Gemma3TextConfig(**TINY, head_dim=8, query_pre_attn_scalar=8, sliding_window=4),
 }
-
-
-def group_inputs(B=4, L=9, vocab=97, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (B, L), generator=g)
-    mask = torch.ones(B, L, dtype=torch.long)
-    mask[1, 6:] = 0  # a right-padded chunk
-    labels = ids.masked_fill(mask == 0, -100)
-    return ids, mask, labels
 
 
 def partner_weights(B=4):

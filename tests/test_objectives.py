@@ -6,9 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_llama_config
 from datasets import Dataset
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 from revela_hf import RevelaConfig, RevelaForCausalLM
 from revela_hf.collator import DreamDataCollator, RevelaDataCollator
@@ -22,31 +21,11 @@ from revela_hf.objectives import (
 )
 from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
 
-WORDS = [f"w{i}" for i in range(60)]
-
-
-def word_tokenizer(words):
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *words])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return word_tokenizer(WORDS)
-
-
-def lm_config(tokenizer, layers=2, heads=4, kv_heads=2, hidden=32):
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                       num_attention_heads=heads, num_key_value_heads=kv_heads, pad_token_id=tokenizer.pad_token_id,
-                       eos_token_id=tokenizer.eos_token_id, bos_token_id=None).to_dict()
-
-
 def build(tokenizer, objective, layers=2, **kwargs):
     torch.manual_seed(0)
     kwargs.setdefault("freeze_lm", True)
-    return RevelaForCausalLM(RevelaConfig(lm_config=lm_config(tokenizer, layers), objective=objective, query_prefix="",
+    lm_config = tiny_llama_config(tokenizer, num_hidden_layers=layers).to_dict()
+    return RevelaForCausalLM(RevelaConfig(lm_config=lm_config, objective=objective, query_prefix="",
                                           passage_prefix="", **kwargs))
 
 

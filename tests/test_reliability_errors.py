@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tiny_retrievers import tiny_causal_lm, tiny_decoder, tiny_groups
+from conftest import tiny_causal_lm, tiny_decoder, tiny_groups
 from transformers import AutoTokenizer
 
 from revela_hf.cli import main

@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 import pytest
 from safetensors.torch import load_file
-from tiny_retrievers import tiny_causal_lm, tiny_decoder, tiny_groups, tiny_revela
+from conftest import tiny_causal_lm, tiny_decoder, tiny_groups, tiny_revela
 
 from revela_hf.data import prepare
 from revela_hf.evaluation import BeirDataset, write_beir

@@ -7,8 +7,7 @@ import os
 
 import pytest
 import torch
-from test_hub_roundtrip import hub  # noqa: F401  (the local Hub server fixture)
-from tiny_retrievers import TEXTS, tiny_decoder, tiny_revela
+from conftest import TEXTS, tiny_causal_lm, tiny_decoder, tiny_revela
 
 from revela_hf.cli import main
 from revela_hf.io import MARKER, IncompleteOutputError, OutputExistsError
@@ -101,3 +100,36 @@ def test_hub_ids_are_downloaded_loudly_and_hf_prefix_asks_for_the_hub_explicitly
     capsys.readouterr()
     assert RevelaRetriever.from_pretrained("run/retriever").max_length == 24
     assert "[revela-hf] run/retriever is not a local folder: downloading the Hub repo run/retriever" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("retriever_folder", [False, True], ids=["cut-in-memory", "cut-at-load"])
+def test_a_retriever_cut_to_fewer_layers_than_its_base_reloads_at_its_own_depth(tmp_path, retriever_folder):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    from revela_hf.training import ModelSpec, build_model
+
+    lm = tiny_causal_lm(tmp_path / "lm")  # 2 layers; the retriever keeps the first
+    spec = ModelSpec(lm=str(lm), retriever=str(lm) if retriever_folder else None, retriever_layers=1, retriever_lora_r=4,
+                     inbatch_layers=None)
+    model, tokenizer = build_model(spec)
+    retriever = model.retriever
+    retriever.tokenizer = tokenizer
+    torch.manual_seed(3)
+    for name, param in retriever.named_parameters():
+        if "lora_B" in name:  # a trained adapter, not LoRA's identity start
+            torch.nn.init.normal_(param, std=0.5)
+    retriever.save_pretrained(str(tmp_path / "ret"))
+    expected = retriever.encode_corpus(TEXTS, show_progress_bar=False)
+
+    loaded = RevelaRetriever.from_pretrained(str(tmp_path / "ret"))
+    assert loaded.backbone.config.num_hidden_layers == 1
+    assert torch.equal(loaded.encode_corpus(TEXTS, show_progress_bar=False), expected)
+    st = SentenceTransformer(str(tmp_path / "ret"), device="cpu")
+    torch.testing.assert_close(torch.from_numpy(st.encode_document(TEXTS)), expected, atol=1e-5, rtol=0)
+    assert 'AutoModel.from_pretrained("ret", num_hidden_layers=1)' in (tmp_path / "ret" / "README.md").read_text()
+    auto = AutoModel.from_pretrained(str(tmp_path / "ret"), num_hidden_layers=1)  # what the model card says
+    batch = loaded.tokenize(TEXTS[:1], retriever.passage_prefix)
+    with torch.no_grad():
+        hidden = auto(**batch).last_hidden_state[0, -1]
+    torch.testing.assert_close(torch.nn.functional.normalize(hidden, dim=-1), expected[0], atol=1e-5, rtol=0)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
-from tiny_retrievers import tiny_decoder, tiny_revela
+from conftest import OneHotEncoder, tiny_decoder, tiny_revela
 
 from revela_hf.cli import main
 from revela_hf.evaluation import BeirDataset, write_beir
@@ -16,24 +15,6 @@ from revela_hf.search import ShardedIndex
 
 OLD = [(f"old{i}", f"document number {i}") for i in range(6)]
 NEW = [(f"new{i}", f"document number {i}") for i in range(6)]
-
-
-class OneHotEncoder:
-    """Text "... i" -> unit vector e_i; fails on its `fail_on`-th corpus call (counting from 1)."""
-
-    def __init__(self, fail_on: int | None = None) -> None:
-        self.calls, self.fail_on = 0, fail_on
-
-    def encode_queries(self, texts, batch_size=32):
-        out = np.zeros((len(texts), 8), dtype=np.float32)
-        out[np.arange(len(texts)), [int(t.split()[-1]) for t in texts]] = 1.0
-        return out
-
-    def encode_corpus(self, texts, batch_size=32):
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise RuntimeError("encoder crashed")
-        return self.encode_queries(texts)
 
 
 def _top_ids(root, queries=("document number 1", "document number 4")):

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from safetensors.torch import load_file
-from tiny_retrievers import tiny_causal_lm, tiny_groups
+from conftest import tiny_causal_lm, tiny_groups
 from transformers import TrainerState
 
 from revela_hf.cli import main

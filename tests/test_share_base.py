@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from safetensors.torch import load_file
-from test_model import TINY, group_inputs
-from tiny_retrievers import TEXTS, tiny_decoder
+from conftest import TEXTS, TINY, group_inputs, tiny_decoder
 from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever

@@ -4,7 +4,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig
+from conftest import tiny_llama_config
 
 from revela_hf import RevelaConfig, RevelaForCausalLM, inbatch_attention
 from test_ops import naive_inbatch_attention
@@ -124,8 +124,7 @@ def test_bad_top_k_is_named(bad):
 
 
 def tiny_config(**kwargs):
-    lm = LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    lm = tiny_llama_config(vocab_size=61, pad_token_id=0, eos_token_id=1, bos_token_id=None)
     return RevelaConfig(lm_config=lm.to_dict(), **kwargs)
 
 

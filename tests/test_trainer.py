@@ -2,43 +2,26 @@
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import StopAt, tiny_llama_config, word_groups
 from datasets import Dataset
-from transformers import LlamaConfig, TrainerCallback
 
 from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever
 from revela_hf.collator import RevelaDataCollator, leading_words
 from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import synthetic_learning  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    words = [f"w{i}" for i in range(60)]
-    return synthetic_learning.build_tokenizer(words)
 
 
 def tiny_model(tokenizer, **kwargs):
     torch.manual_seed(0)
-    backbone = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                           eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    backbone = tiny_llama_config(tokenizer)
     return RevelaForCausalLM(RevelaConfig(lm_config=backbone.to_dict(), temperature=0.5, **kwargs))
 
 
 def rows(n, B=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for r in range(n):
-        chunks = [" ".join(f"w{int(t)}" for t in torch.randint(0, 60, (10,), generator=g)) for _ in range(B)]
-        out.append({"chunks": chunks, "sources": ["text", "code"] * (B // 2), "doc_ids": [f"d{r}-{i // 2}" for i in range(B)]})
-    return out
+    return word_groups(n, B, seed, sources=["text", "code"] * (B // 2))
 
 
 def test_leading_words_keeps_spacing():
@@ -76,16 +59,6 @@ def test_trainer_rejects_more_than_one_group_per_step(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="per_device_train_batch_size=1"):
         RevelaTrainer(tiny_model(tokenizer), RevelaTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2),
                       processing_class=tokenizer)
-
-
-class StopAt(TrainerCallback):
-    """Interrupts a run after `step` (the checkpoint of that step is written first)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        control.should_training_stop = state.global_step >= self.step
 
 
 def train(tokenizer, output_dir, max_steps, resume=False, stop_at=None, training_args=None, **model_kwargs):

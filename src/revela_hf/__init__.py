@@ -22,7 +22,7 @@ _EXPORTS = {
     "enable_inbatch_attention": "revela_hf.attention",
     "RevelaConfig": "revela_hf.configuration_revela",
     "RevelaForCausalLM": "revela_hf.modeling_revela",
-    "RevelaOutput": "revela_hf.modeling_revela",
+    "RevelaOutput": "revela_hf.modeling_outputs",
     "inbatch_attention": "revela_hf.ops",
     "inbatch_similarity": "revela_hf.ops",
     "similarity_weights": "revela_hf.ops",
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from revela_hf.attention import ATTN_IMPLEMENTATION, InBatchContext, enable_inbatch_attention
     from revela_hf.collator import DreamDataCollator, RevelaDataCollator
     from revela_hf.configuration_revela import RevelaConfig
-    from revela_hf.modeling_revela import RevelaForCausalLM, RevelaOutput
+    from revela_hf.modeling_outputs import RevelaOutput
+    from revela_hf.modeling_revela import RevelaForCausalLM
     from revela_hf.ops import inbatch_attention, inbatch_similarity, similarity_weights
     from revela_hf.retriever import RevelaRetriever
     from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments

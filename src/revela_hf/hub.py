@@ -101,11 +101,14 @@ def eos_appending_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTok
     return result
 
 
-def write_sentence_transformers_files(folder: str | Path, settings: dict[str, Any], embedding_dim: int) -> None:
+def write_sentence_transformers_files(
+    folder: str | Path, settings: dict[str, Any], embedding_dim: int, base_config: dict[str, Any] | None = None
+) -> None:
     """modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/ and config_sentence_transformers.json.
 
     Written in the long-standing layout every sentence-transformers release reads. With "eos"
-    pooling the saved tokenizer appends EOS itself (see `eos_appending_tokenizer`).
+    pooling the saved tokenizer appends EOS itself (see `eos_appending_tokenizer`). `base_config`
+    (e.g. the depth of an adapter's base model) becomes the `config_args` the model config loads with.
     """
     root = Path(folder)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -114,7 +117,8 @@ def write_sentence_transformers_files(folder: str | Path, settings: dict[str, An
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
         (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
     write_json_atomically(root / "modules.json", modules)
-    write_json_atomically(root / "sentence_bert_config.json", {"max_seq_length": settings["max_length"], "do_lower_case": False})
+    sbert_config = {"max_seq_length": settings["max_length"], "do_lower_case": False}
+    write_json_atomically(root / "sentence_bert_config.json", {**sbert_config, **({"config_args": base_config} if base_config else {})})
     mode = ST_POOLING[settings["pooling"]]
     write_json_atomically(root / "1_Pooling" / "config.json", {
         "word_embedding_dimension": embedding_dim,

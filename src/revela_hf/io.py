@@ -287,3 +287,14 @@ def publish_dir(target: str | os.PathLike[str], build: Callable[[Path], None], k
     with publishing(target, kind, **options) as folder:
         build(folder)
     return absolute(target)
+
+
+def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(folder)` and publish the result as `target`, waiting for another writer's lock; a finished `target`
+    is reused as is (model caches, evaluation sets)."""
+    if target.is_dir():
+        return target
+    try:
+        return publish_dir(target, build, "model", wait=True)
+    except OutputExistsError:  # another process finished it while this one waited for the lock
+        return target

@@ -86,9 +86,20 @@ def _pooling_snippet(settings: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_model_card(repo_id: str, settings: dict[str, Any], base_model: str, embedding_dim: int, is_adapter: bool, info: CardInfo | None = None) -> str:
-    """The README.md of a published retriever: Hub/mteb metadata, settings, training, results, usage."""
+def render_model_card(
+    repo_id: str,
+    settings: dict[str, Any],
+    base_model: str,
+    embedding_dim: int,
+    is_adapter: bool,
+    info: CardInfo | None = None,
+    base_config: dict[str, Any] | None = None,
+) -> str:
+    """The README.md of a published retriever: Hub/mteb metadata, settings, training, results, usage.
+
+    `base_config`: the config values the base model loads with (`num_hidden_layers`), passed in the usage snippets."""
     info = info or CardInfo()
+    base_kwargs = "".join(f", {key}={value!r}" for key, value in (base_config or {}).items())
     template = Template(resources.files("revela_hf").joinpath("model_cards", TEMPLATE).read_text(encoding="utf-8"))
     return template.substitute(
         metadata=_metadata(repo_id, base_model, is_adapter, info),
@@ -106,4 +117,5 @@ def render_model_card(repo_id: str, settings: dict[str, Any], base_model: str, e
         evaluation=_evaluation_table(info.eval_results),
         repo_id=repo_id,
         transformers_pooling=_pooling_snippet(settings),
+        base_kwargs=base_kwargs,
     )

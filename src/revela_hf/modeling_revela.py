@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import torch
 from accelerate import init_empty_weights
@@ -27,23 +26,12 @@ from transformers import (
     PreTrainedConfig,
     PreTrainedModel,
 )
-from transformers.modeling_outputs import ModelOutput
 
 from revela_hf.attention import InBatchContext, enable_inbatch_attention
 from revela_hf.configuration_revela import RevelaConfig
+from revela_hf.modeling_outputs import RevelaOutput
 from revela_hf.ops import check_inbatch_weights, similarity_weights
 from revela_hf.retriever import RevelaRetriever, base_model_of
-
-
-@dataclass
-class RevelaOutput(ModelOutput):
-    """loss: NTP loss of the in-batch pass; logits `(B, L, V)`; similarity: retriever cosine
-    `(B, B)` (None when weights were given); inbatch_weights: the `(B, B)` weights used."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    similarity: torch.Tensor | None = None
-    inbatch_weights: torch.Tensor | None = None
 
 
 class RevelaPreTrainedModel(PreTrainedModel):
@@ -203,7 +191,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         if inbatch_weights is None and query_input_ids is None:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
             return RevelaOutput(loss=out.loss, logits=out.logits)
-        if self.config.objective != "revela":  # REPLUG / DREAM: revela_hf.objectives (imports this module)
+        if self.config.objective != "revela":  # REPLUG / DREAM: revela_hf.objectives
             from revela_hf.objectives import objective_forward
 
             return objective_forward(
@@ -222,17 +210,31 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         out = self._inbatch_lm_forward(input_ids, attention_mask, labels, inbatch_weights)
         return RevelaOutput(loss=out.loss, logits=out.logits, similarity=similarity, inbatch_weights=inbatch_weights)
 
-    def score_group(
+    def retriever_embeddings(
         self,
         query_input_ids: torch.LongTensor,
         query_attention_mask: torch.Tensor,
         passage_input_ids: torch.LongTensor,
         passage_attention_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Retriever cosine `(B, B)` and the in-batch weights Sim `(B, B)` of one group."""
-        query_emb = self.retriever(query_input_ids, query_attention_mask)  # (B, E)
-        passage_emb = self.retriever(passage_input_ids, passage_attention_mask)  # (B, E)
-        return similarity_weights(query_emb, passage_emb, self.config.temperature, self.config.exclude_diagonal)
+        """The retriever's `(N, E)` query and `(M, E)` passage embeddings."""
+        return self.retriever(query_input_ids, query_attention_mask), self.retriever(passage_input_ids, passage_attention_mask)
+
+    def score_group(
+        self,
+        query_input_ids: torch.LongTensor,
+        query_attention_mask: torch.Tensor,
+        passage_input_ids: torch.LongTensor,
+        passage_attention_mask: torch.Tensor,
+        temperature: float | None = None,
+        exclude_diagonal: bool | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retriever cosine `(B, B)` and the in-batch weights Sim `(B, B)` of one group (temperature and
+        diagonal: the config's unless given)."""
+        query_emb, passage_emb = self.retriever_embeddings(query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask)
+        temperature = self.config.temperature if temperature is None else temperature
+        exclude_diagonal = self.config.exclude_diagonal if exclude_diagonal is None else exclude_diagonal
+        return similarity_weights(query_emb, passage_emb, temperature, exclude_diagonal)
 
     def _inbatch_lm_forward(
         self,

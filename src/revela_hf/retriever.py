@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from revela_hf.hub import (
     OFFICIAL_REVELA_SETTINGS,
@@ -33,6 +33,7 @@ SETTINGS_FILE = "revela_retriever.json"
 ADAPTER_CONFIG = "adapter_config.json"
 RETRIEVER_KIND = "retriever"
 REQUIRED_OVERRIDES = frozenset({"pooling", "query_prefix", "passage_prefix"})  # what loading a bare adapter needs
+BASE_CONFIG_KEY = "base_config"  # in SETTINGS_FILE: the config values an adapter's base model loads with (its depth)
 ENCODE_WINDOW_BATCHES = 64  # `encode` tokenises and length-sorts this many batches of texts at a time
 
 
@@ -136,16 +137,18 @@ class RevelaRetriever(nn.Module):
         is_adapter = (folder / ADAPTER_CONFIG).is_file()
         if is_adapter and base_model is not None:
             set_adapter_base_model(folder, base_model)
+        base_config = adapter_base_config(self.backbone.config) if is_adapter else {}
         if self.tokenizer is not None:
             tokenizer = self.tokenizer
             if self.pooling == "eos" and getattr(tokenizer, "is_fast", False):
                 tokenizer = eos_appending_tokenizer(tokenizer)
             tokenizer.save_pretrained(folder)
-        (folder / SETTINGS_FILE).write_text(json.dumps(self.settings(), indent=2) + "\n", encoding="utf-8")
+        recorded = {**self.settings(), **({BASE_CONFIG_KEY: base_config} if base_config else {})}
+        (folder / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         dim = self.backbone.config.hidden_size
-        write_sentence_transformers_files(folder, self.settings(), dim)
+        write_sentence_transformers_files(folder, self.settings(), dim, base_config)
         base = base_model or self.backbone.config.name_or_path
-        card_text = render_model_card(name, self.settings(), base, dim, is_adapter, card)
+        card_text = render_model_card(name, self.settings(), base, dim, is_adapter, card, base_config)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
         if card is not None:
             save_card_info(folder, card)
@@ -180,16 +183,19 @@ class RevelaRetriever(nn.Module):
         Official Revela releases (see `is_official_revela`) load with their settings: EOS pooling,
         "query: "/"passage: " prefixes, normalised embeddings, and the base model's tokenizer when
         the adapter ships none. Any other adapter without `revela_retriever.json` (e.g. a save cut
-        short by an older version) is refused unless `overrides` give its pooling and prefixes.
+        short by an older version) is refused unless `overrides` give its pooling and prefixes. An
+        adapter's base model loads with the config values the folder records (its depth: an adapter
+        trained on the first N layers of a deeper model loads on those N layers only).
         """
         folder = resolve_model_dir(path, revision=revision, token=token)
         adapter_config = folder / ADAPTER_CONFIG
         settings = {**saved_settings(folder, overrides), **overrides}
+        base_config = settings.pop(BASE_CONFIG_KEY, {})
         has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
         tokenizer_source = str(folder)
         if not has_tokenizer and adapter_config.is_file():
             tokenizer_source = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token))
+        backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token, **base_config))
         retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
         retriever.card = load_card_info(folder)
         return retriever
@@ -250,6 +256,13 @@ class RevelaRetriever(nn.Module):
 
     def encode_corpus(self, corpus: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> torch.Tensor:
         return self.encode(corpus, self.passage_prefix, batch_size, show_progress_bar)
+
+
+def adapter_base_config(config: PreTrainedConfig) -> dict[str, Any]:
+    """The config values an adapter on a backbone of `config` needs its base model loaded with: its depth, since
+    the recorded base model may be deeper (a backbone cut in memory, or a Hub id of the uncut model)."""
+    depth = getattr(config, "num_hidden_layers", None)
+    return {"num_hidden_layers": depth} if depth is not None else {}
 
 
 def is_official_revela(adapter_config: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from revela_hf.assets import build_atomically
+from revela_hf.io import build_atomically
 
 
 @dataclass

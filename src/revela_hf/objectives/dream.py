@@ -45,22 +45,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from revela_hf.attention import EAGER_ATTN_IMPLEMENTATION, _eager_attention_of, revela_attention_forward
-from revela_hf.modeling_revela import RevelaOutput
+from revela_hf.modeling_outputs import DreamOutput
 from revela_hf.objectives.base import require_frozen_lm
-from revela_hf.objectives.scoring import sequence_target_losses
+from revela_hf.objectives.scoring import mask_positions, sequence_target_losses
 from revela_hf.ops import cosine_matrix
 
 DREAM_ATTN_IMPLEMENTATION = "revela_dream"
 DREAM_EAGER_ATTN_IMPLEMENTATION = "revela_dream_eager"
-
-
-@dataclass
-class DreamOutput(RevelaOutput):
-    """loss: NTP loss on the target tokens; logits: `(N, T+1, V)` of the last T+1 positions (T = the
-    longest target); similarity: retriever cosine `(N, K)`; inbatch_weights: P(k | query) `(N, K)`
-    (zero on padding candidates)."""
-
-    candidate_bias: torch.Tensor | None = None  # (N, K) log(K * P), 0 on padding candidates
 
 
 @dataclass
@@ -228,8 +219,8 @@ def retriever_candidate_scores(
 
     Passages are the real candidates only, in row-major order (`candidate_mask.sum()` rows).
     """
-    query_emb = model.retriever(query_input_ids, query_attention_mask)  # (N, E)
-    passage_emb = model.retriever(passage_input_ids, passage_attention_mask)  # (M, E)
+    query_emb, passage_emb = model.retriever_embeddings(query_input_ids, query_attention_mask, passage_input_ids,
+                                                        passage_attention_mask)  # (N, E), (M, E)
     real = candidate_mask.bool()
     if passage_emb.shape[0] != int(real.sum()):
         raise ValueError(f"{passage_emb.shape[0]} passages for {int(real.sum())} real candidates in candidate_mask")
@@ -308,7 +299,7 @@ def _target_loss(lm, input_ids, attention_mask, labels, **context) -> tuple[torc
     keep = labels.shape[1] - int(first) + 1
     if keep > labels.shape[1]:
         raise ValueError("the first token of a row cannot be a target: it has no context")
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    positions = mask_positions(attention_mask)
     logits = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, logits_to_keep=keep, **context).logits
     targets = labels[:, labels.shape[1] - keep + 1 :]
     loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100)
@@ -389,8 +380,7 @@ def select_retrieval_heads(
                 num_candidates=real.shape[1],
                 probe={},
             )
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, dream_context=context)
+            lm(input_ids=ids, attention_mask=mask, position_ids=mask_positions(mask), logits_to_keep=1, dream_context=context)
             for layer, mass in context.probe.items():  # (N, H, K)
                 mass = mass.cpu()
                 on_best = mass[torch.arange(len(best)), :, best]  # (N, H)

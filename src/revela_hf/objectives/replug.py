@@ -25,23 +25,12 @@ left-padded batches of `replug_pair_batch_size` under no_grad (see `scoring.py`)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from revela_hf.modeling_revela import RevelaOutput
+from revela_hf.modeling_outputs import ReplugOutput
 from revela_hf.objectives.base import require_frozen_lm
 from revela_hf.objectives.scoring import sequence_target_losses
-from revela_hf.ops import similarity_weights
-
-
-@dataclass
-class ReplugOutput(RevelaOutput):
-    """loss: mean_i KL(P_LM || P_R); similarity: retriever cosine `(B, B)`; inbatch_weights: P_R `(B, B)`;
-    lm_distribution: P_LM `(B, B)`; pair_losses: loss_LM(i | j) `(B, B)` (+inf on the diagonal)."""
-
-    lm_distribution: torch.Tensor | None = None
-    pair_losses: torch.Tensor | None = None
 
 
 def target_starts(lengths: torch.Tensor, target: str, query_ratio: float) -> torch.Tensor:
@@ -119,9 +108,8 @@ def replug_forward(
     pair_losses = pair_lm_losses(
         model.lm, input_ids, attention_mask, config.replug_target, config.query_ratio, config.replug_pair_batch_size
     )
-    query_emb = model.retriever(query_input_ids, query_attention_mask)
-    passage_emb = model.retriever(passage_input_ids, passage_attention_mask)
-    cosine, weights = similarity_weights(query_emb, passage_emb, config.replug_retriever_temperature, exclude_diagonal=True)
+    cosine, weights = model.score_group(query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask,
+                                        temperature=config.replug_retriever_temperature, exclude_diagonal=True)
     loss = replug_loss(pair_losses, cosine, config.replug_lm_temperature, config.replug_retriever_temperature)
     return ReplugOutput(
         loss=loss,

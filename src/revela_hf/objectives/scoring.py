@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 
+def mask_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids `(N, L)` that count the real tokens of each `(N, L)` mask row: 0 at its first real token (and on the padding before it)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def left_pad(sequences: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-pad 1-D token tensors into `(P, W)` ids, mask and position ids (0 at each row's first real token)."""
     width = max(len(s) for s in sequences)
@@ -25,8 +30,7 @@ def left_pad(sequences: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.
         if len(seq):
             ids[row, width - len(seq) :] = seq
             mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, positions
+    return ids, mask, mask_positions(mask)
 
 
 def target_token_losses(logits: torch.Tensor, ids: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
