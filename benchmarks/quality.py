@@ -37,7 +37,7 @@ from revela_hf.assets import log, minilm_path, smollm2_path
 from revela_hf.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo import run_demo
 from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS, trained_name, untrained_name
-from revela_hf.evaluation import hybrid_name, load_beir, plot_results, reciprocal_rank_fusion, retrieval_metrics, retrieve
+from revela_hf.evaluation import hybrid_name, hybrid_runs, load_beir, plot_results, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.search.encoders import load_encoder
 
@@ -115,7 +115,7 @@ def _evaluate_on_sets(
         dataset = load_beir(folder)
         runs = {name: retrieve(retriever, dataset)}
         if hybrid:
-            runs[hybrid_name(name)] = reciprocal_rank_fusion([runs[name], retrieve(BM25, dataset)])
+            runs.update(hybrid_runs(runs, dataset))
         for system, ranked in runs.items():
             metrics = retrieval_metrics(dataset.qrels, ranked, (10, 100))
             scores[system][set_name] = {m: metrics[m] for m in HEADLINE_METRICS}

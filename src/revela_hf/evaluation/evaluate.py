@@ -15,9 +15,10 @@ from revela_hf.search.index import new_faiss_index, search_faiss
 
 HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 BM25 = "bm25"
+Run = dict[str, dict[str, float]]  # {query id: {doc id: score}}
 
 
-def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32) -> dict[str, dict[str, float]]:
+def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32) -> Run:
     """Run every query of `dataset` against its corpus: {query id: {doc id: score}} for the `top_k` best docs.
 
     `retriever` is "bm25", a folder or Hub repo id (Revela or sentence-transformers), or a model
@@ -54,13 +55,24 @@ def evaluate_retrieval(
     top_k = max(k_values)
     run = retrieve(retriever, dataset, top_k=top_k, batch_size=batch_size)
     if hybrid:
-        run = reciprocal_rank_fusion([run, retrieve(BM25, dataset, top_k=top_k)], top_k=top_k)
+        run = hybrid_runs({"dense": run}, dataset, top_k)[hybrid_name("dense")]
     return retrieval_metrics(dataset.qrels, run, k_values)
 
 
 def hybrid_name(retriever: str) -> str:
     """The results-table row of `retriever` fused with BM25."""
     return f"{retriever} + BM25 (RRF)"
+
+
+def hybrid_runs(runs: dict[str, Run], dataset: BeirDataset, top_k: int = 100) -> dict[str, Run]:
+    """Every dense run of `runs` ({name: run}) fused with BM25's by reciprocal rank, keyed by `hybrid_name`;
+    BM25's run is computed once, or taken from `runs` when it is there."""
+    lexical = next((run for name, run in runs.items() if name.lower() == BM25), None)
+    if lexical is None:
+        lexical = retrieve(BM25, dataset, top_k=top_k)
+    return {
+        hybrid_name(name): reciprocal_rank_fusion([run, lexical], top_k=top_k) for name, run in runs.items() if name.lower() != BM25
+    }
 
 
 def evaluate_table(
@@ -77,9 +89,7 @@ def evaluate_table(
     top_k = max(k_values)
     runs = {name: retrieve(name, dataset, top_k=top_k, batch_size=batch_size) for name in retrievers}
     if hybrid:
-        lexical = runs[BM25] if BM25 in runs else retrieve(BM25, dataset, top_k=top_k)
-        for name in [r for r in retrievers if r.lower() != BM25]:
-            runs[hybrid_name(name)] = reciprocal_rank_fusion([runs[name], lexical], top_k=top_k)
+        runs.update(hybrid_runs(runs, dataset, top_k))
     return {name: retrieval_metrics(dataset.qrels, run, k_values) for name, run in runs.items()}
 
 
