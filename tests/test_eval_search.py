@@ -8,7 +8,7 @@ import pytest
 from conftest import OneHotEncoder
 
 from revela_hf.evaluation import BeirDataset, write_beir
-from revela_hf.search import ShardedIndex
+from revela_hf.search import BM25Retriever, ShardedIndex, reciprocal_rank_fusion
 
 DOCS = [(f"d{i}", f"document number {i}") for i in range(7)]
 
@@ -22,6 +22,28 @@ def test_sharded_index_finds_the_right_document(tmp_path, kind):
     assert [h.doc_id for h in hits[0]][0] == "d5" and hits[0][0].score == pytest.approx(1.0)
     assert hits[1][0].doc_id == "d1" and hits[1][0].text == "document number 1"
     assert len(hits[0]) == 3 and hits[0][1].score == pytest.approx(0.0)
+
+
+def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path):
+    # Dense (one-hot on the trailing number) and lexical (the fruit word) disagree on purpose.
+    fruits = ["apple", "banana", "cherry", "grape", "lemon", "mango", "pear"]
+    docs = [(f"d{i}", f"{fruit} document number {i}") for i, fruit in enumerate(fruits)]
+    index = ShardedIndex.build(OneHotEncoder(), iter(docs), tmp_path / "idx", shard_size=3, lexical=True)
+    reopened = ShardedIndex.load(tmp_path / "idx")
+    assert reopened.config.lexical and (tmp_path / "idx" / reopened.config.generation / "bm25").is_dir()
+    queries = ["banana 3", "pear 6"]
+    embeddings = OneHotEncoder().encode_queries(queries)
+    hits = reopened.search_hybrid(queries, embeddings, top_k=3)
+    # An independent reference: the dense ranking of every document and BM25 over the same texts, fused by RRF.
+    dense = {str(q): {h.doc_id: h.score for h in q_hits} for q, q_hits in enumerate(reopened.search(embeddings, top_k=7))}
+    lexical = dict(enumerate(BM25Retriever([d for d, _ in docs], [t for _, t in docs]).search(queries, 7)))
+    expected = reciprocal_rank_fusion([dense, {str(q): run for q, run in lexical.items()}], top_k=3)
+    for q, q_hits in enumerate(hits):
+        assert [(h.doc_id, pytest.approx(h.score)) for h in q_hits] == list(expected[str(q)].items())
+    assert {h.doc_id for h in hits[0][:2]} == {"d1", "d3"} and hits[0][0].text == dict(docs)[hits[0][0].doc_id]
+    assert [h.doc_id for h in hits[1]][0] == "d6"  # both rankings agree
+    with pytest.raises(ValueError, match="revela index --hybrid"):
+        ShardedIndex.build(OneHotEncoder(), iter(docs), tmp_path / "dense").search_hybrid(queries, embeddings)
 
 
 def test_index_errors(tmp_path):
@@ -40,8 +62,9 @@ def test_cli_index_and_search(tmp_path, capsys):
     corpus = {"py": "Python is a programming language with readable syntax", "paris": "Paris is the capital of France",
               "cat": "Cats are small domesticated felines that purr"}
     data = write_beir(tmp_path / "beir", BeirDataset(corpus={k: {"title": "", "text": v} for k, v in corpus.items()}, queries={}, qrels={}))
-    assert main(["index", "--retriever", minilm_path(), "--corpus", str(data / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--kind", "hnsw", "--shard-size", "2"]) == 0
+    assert main(["index", "--retriever", minilm_path(), "--corpus", str(data / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--kind", "hnsw", "--shard-size", "2", "--hybrid"]) == 0
     capsys.readouterr()
-    assert main(["search", "what is the capital city of France?", "--index", str(tmp_path / "idx"), "--top-k", "2", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["hits"][0]["id"] == "paris" and len(result["hits"]) == 2
+    for mode in ([], ["--hybrid"]):
+        assert main(["search", "what is the capital city of France?", "--index", str(tmp_path / "idx"), "--top-k", "2", "--json", *mode]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["hits"][0]["id"] == "paris" and len(result["hits"]) == 2

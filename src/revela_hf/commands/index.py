@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("--shard-size", type=positive_int, default=100_000, help="documents per shard (default 100000)")
     parser.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (default 32)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--hybrid", action="store_true", help="also build a BM25 index, for `revela search --hybrid`")
     parser.set_defaults(func=run)
 
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--corpus must be a corpus.jsonl file or a BEIR folder, got {corpus}")
     index = ShardedIndex.build(load_encoder(args.retriever), iter_corpus(folder), args.output, kind=args.kind,
                                shard_size=args.shard_size, batch_size=args.batch_size, hnsw_m=args.hnsw_m,
-                               encoder_name=model_reference(args.retriever))
-    print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s) at {args.output}")
+                               encoder_name=model_reference(args.retriever), lexical=args.hybrid)
+    lexical = " and a BM25 index" if args.hybrid else ""
+    print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s){lexical} at {args.output}")
     return 0

@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     parser.add_argument("--index", required=True, help="index folder")
     parser.add_argument("--retriever", help="retriever to encode queries with (default: the one that built the index)")
     parser.add_argument("--top-k", type=positive_int, default=10)
+    parser.add_argument("--hybrid", action="store_true",
+                        help="fuse the dense ranking with BM25's by reciprocal rank (an index built with --hybrid)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.set_defaults(func=run)
 
@@ -27,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
     retriever = args.retriever or index.config.encoder
     if retriever is None:
         raise ValueError("the index does not record its retriever; pass --retriever")
-    hits = index.search(load_encoder(retriever).encode_queries(args.queries), top_k=args.top_k)
+    embeddings = load_encoder(retriever).encode_queries(args.queries)
+    if args.hybrid:
+        hits = index.search_hybrid(args.queries, embeddings, top_k=args.top_k)
+    else:
+        hits = index.search(embeddings, top_k=args.top_k)
     for query, query_hits in zip(args.queries, hits):
         if args.json:
             print(json.dumps({"query": query, "hits": [{"id": h.doc_id, "score": h.score, "text": h.text} for h in query_hits]}))

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from revela_hf.evaluation.beir import BeirDataset, load_beir
-from revela_hf.evaluation.bm25 import BM25Retriever
-from revela_hf.evaluation.fusion import reciprocal_rank_fusion
+from revela_hf.search.bm25 import BM25Retriever
+from revela_hf.search.fusion import Run, reciprocal_rank_fusion
 from revela_hf.evaluation.metrics import retrieval_metrics
 from revela_hf.io import write_json_atomically
 from revela_hf.search.encoders import as_encoder, load_encoder
@@ -15,7 +15,6 @@ from revela_hf.search.index import new_faiss_index, search_faiss
 
 HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 BM25 = "bm25"
-Run = dict[str, dict[str, float]]  # {query id: {doc id: score}}
 
 
 def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32) -> Run:

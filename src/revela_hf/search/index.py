@@ -4,7 +4,9 @@ An index folder holds `index.json` (settings, shard list and generation) and a g
 `gen-XXXX/` holding, per shard, `shard_NNNNN.faiss` (the vectors, flat or HNSW, inner product) and
 `shard_NNNNN.jsonl` (doc id and text per row). Only one shard is in memory at a time, while
 building and while searching, so a corpus larger than memory can be indexed by choosing
-`shard_size` small enough.
+`shard_size` small enough. A hybrid index (`lexical=True`) also holds `bm25/`, a BM25 index of the
+whole corpus (bm25s; its documents are keyed by shard and row), and `search_hybrid` fuses the
+dense and the BM25 rankings by reciprocal rank.
 
 Rebuilding writes a new generation beside the old one and then switches `index.json` atomically,
 under the index's lock (`revela_hf.io`): a reader sees the old index or the new one, never a mix,
@@ -26,6 +28,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from revela_hf.search.bm25 import BM25Retriever
+from revela_hf.search.fusion import reciprocal_rank_fusion
 from revela_hf.io import absolute, fault_point, fsync_tree, output_lock, write_json_atomically
 from revela_hf.search.encoders import Encoder
 
@@ -33,6 +37,8 @@ INDEX_KINDS = ("flat", "hnsw")
 INDEX_CONFIG = "index.json"
 GENERATION_PREFIX = "gen-"
 _BUILDING_PREFIX = ".building-"
+LEXICAL_DIR = "bm25"
+HYBRID_DEPTH = 100  # documents each ranking contributes to the fusion
 
 
 def new_faiss_index(embeddings: np.ndarray, kind: str = "flat", hnsw_m: int = 32) -> faiss.Index:
@@ -61,6 +67,7 @@ class IndexConfig:
     encoder: str | None = None
     hnsw_m: int = 32
     generation: str = ""  # sub-folder holding the shards ("" = the index folder itself, the older layout)
+    lexical: bool = False  # holds a BM25 index too (`search_hybrid`)
 
 
 @dataclass
@@ -96,8 +103,10 @@ class ShardedIndex:
         batch_size: int = 32,
         hnsw_m: int = 32,
         encoder_name: str | None = None,
+        lexical: bool = False,
     ) -> ShardedIndex:
-        """Encode (doc id, text) pairs with `encoder.encode_corpus` and write them shard by shard."""
+        """Encode (doc id, text) pairs with `encoder.encode_corpus` and write them shard by shard; with
+        `lexical`, a BM25 index of every document too (in memory at once while it is built)."""
         if kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
         if shard_size < 1:
@@ -108,7 +117,7 @@ class ShardedIndex:
             root.mkdir(parents=True, exist_ok=True)
             building = Path(tempfile.mkdtemp(prefix=_BUILDING_PREFIX, dir=root))
             try:
-                config = IndexConfig(kind=kind, dim=0, num_docs=0, encoder=encoder_name, hnsw_m=hnsw_m,
+                config = IndexConfig(kind=kind, dim=0, num_docs=0, encoder=encoder_name, hnsw_m=hnsw_m, lexical=lexical,
                                      generation=GENERATION_PREFIX + building.name.removeprefix(_BUILDING_PREFIX))
                 for number, batch in enumerate(_batches(docs, shard_size)):
                     name = f"shard_{number:05d}"
@@ -118,6 +127,8 @@ class ShardedIndex:
                     fault_point("index:shard")
                 if not config.shards:
                     raise ValueError("cannot index an empty corpus")
+                if lexical:
+                    _write_lexical(building, config.shards)
                 fsync_tree(building)
                 os.rename(building, root / config.generation)
                 fault_point("index:generation")
@@ -144,6 +155,24 @@ class ShardedIndex:
 
     def search(self, query_embeddings: np.ndarray, top_k: int = 10) -> list[list[Hit]]:
         """The `top_k` best documents for each query embedding, best first, across all shards."""
+        return [self._hits(candidates) for candidates in self._dense(query_embeddings, top_k)]
+
+    def search_hybrid(self, queries: list[str], query_embeddings: np.ndarray, top_k: int = 10) -> list[list[Hit]]:
+        """The `top_k` best documents for each query (its text for BM25, its embedding for the dense
+        shards): the two rankings of `HYBRID_DEPTH` documents fused by reciprocal rank (k = 60), scored by RRF."""
+        if not self.config.lexical:
+            raise ValueError(f"the index at {self.root} holds no BM25 index; rebuild it with `revela index --hybrid`")
+        if len(queries) != len(query_embeddings):
+            raise ValueError(f"{len(queries)} queries for {len(query_embeddings)} query embeddings")
+        depth = max(top_k, HYBRID_DEPTH)
+        dense = {str(q): {_row_key(name, row): score for score, name, row in c} for q, c in enumerate(self._dense(query_embeddings, depth))}
+        bm25 = BM25Retriever.load(self.root / self.config.generation / LEXICAL_DIR)
+        lexical = {str(q): hits for q, hits in enumerate(bm25.search(queries, depth))}
+        fused = reciprocal_rank_fusion([dense, lexical], top_k=top_k)
+        return [self._hits([(score, *_parse_row_key(key)) for key, score in fused.get(str(q), {}).items()]) for q in range(len(queries))]
+
+    def _dense(self, query_embeddings: np.ndarray, top_k: int) -> list[list[tuple[float, str, int]]]:
+        """(score, shard, row) of the `top_k` best rows for each query embedding, best first, across all shards."""
         if top_k < 1:
             raise ValueError(f"top_k must be positive, got {top_k}")
         if query_embeddings.ndim != 2 or query_embeddings.shape[1] != self.config.dim:
@@ -154,7 +183,7 @@ class ShardedIndex:
             for q, (q_scores, q_rows) in enumerate(zip(scores, rows)):
                 candidates = [(float(s), name, int(r)) for s, r in zip(q_scores, q_rows) if r >= 0]
                 best[q] = heapq.nlargest(top_k, best[q] + candidates, key=lambda c: c[0])
-        return [self._hits(candidates) for candidates in best]
+        return best
 
     def _hits(self, candidates: list[tuple[float, str, int]]) -> list[Hit]:
         wanted = {(name, row) for _, name, row in candidates}
@@ -175,6 +204,26 @@ def _write_shard(encoder: Encoder, batch: list[tuple[str, str]], stem: Path, kin
         for doc_id, text in batch:
             handle.write(json.dumps({"id": doc_id, "text": text}) + "\n")
     return embeddings.shape[1]
+
+
+def _row_key(shard: str, row: int) -> str:
+    return f"{shard}:{row}"
+
+
+def _parse_row_key(key: str) -> tuple[str, int]:
+    shard, row = key.rsplit(":", 1)
+    return shard, int(row)
+
+
+def _write_lexical(building: Path, shards: list[str]) -> None:
+    """A BM25 index of every document of the written `shards`, keyed by shard and row, in `building/bm25`."""
+    keys, texts = [], []
+    for name in shards:
+        with open(building / f"{name}.jsonl", encoding="utf-8") as handle:
+            for row, line in enumerate(handle):
+                keys.append(_row_key(name, row))
+                texts.append(json.loads(line)["text"])
+    BM25Retriever(keys, texts).save(building / LEXICAL_DIR)
 
 
 def _check_index_target(root: Path) -> None:

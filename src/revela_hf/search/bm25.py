@@ -1,8 +1,13 @@
-"""BM25 baseline (bm25s, Anserini's BEIR settings k1 = 0.9, b = 0.4, English stop words)."""
+"""BM25 (bm25s, Anserini's BEIR settings k1 = 0.9, b = 0.4, English stop words): the lexical side of evaluation and hybrid search."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import bm25s
+
+DOC_IDS_FILE = "doc_ids.json"
 
 
 class BM25Retriever:
@@ -16,6 +21,22 @@ class BM25Retriever:
         self.doc_ids = list(doc_ids)
         self.model = bm25s.BM25(k1=k1, b=b)
         self.model.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+
+    def save(self, folder: str | Path) -> None:
+        """Write the index (bm25s' files) and the doc ids into `folder`."""
+        self.model.save(str(folder), show_progress=False)
+        (Path(folder) / DOC_IDS_FILE).write_text(json.dumps(self.doc_ids), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "BM25Retriever":
+        """A retriever saved by `save`."""
+        path = Path(folder) / DOC_IDS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no BM25 index at {folder} (missing {DOC_IDS_FILE})")
+        retriever = cls.__new__(cls)
+        retriever.doc_ids = json.loads(path.read_text(encoding="utf-8"))
+        retriever.model = bm25s.BM25.load(str(folder), show_progress=False)
+        return retriever
 
     def search(self, queries: list[str], top_k: int = 100) -> list[dict[str, float]]:
         """For every query, the `top_k` best docs with a positive score as {doc id: score}."""
