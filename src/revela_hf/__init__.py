@@ -27,6 +27,7 @@ _EXPORTS = {
     "inbatch_similarity": "revela_hf.ops",
     "similarity_weights": "revela_hf.ops",
     "RevelaRetriever": "revela_hf.retriever",
+    "RetrievalEvaluator": "revela_hf.evaluation.evaluator",
     "RevelaTrainer": "revela_hf.trainer",
     "RevelaTrainingArguments": "revela_hf.trainer",
     "RevelaDataCollator": "revela_hf.collator",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from revela_hf.attention import ATTN_IMPLEMENTATION, InBatchContext, enable_inbatch_attention
     from revela_hf.collator import DreamDataCollator, RevelaDataCollator
     from revela_hf.configuration_revela import RevelaConfig
+    from revela_hf.evaluation.evaluator import RetrievalEvaluator
     from revela_hf.modeling_outputs import RevelaOutput
     from revela_hf.modeling_revela import RevelaForCausalLM
     from revela_hf.ops import inbatch_attention, inbatch_similarity, similarity_weights

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from revela_hf.assets import minilm_path, smollm2_path, training_text_sources
 from revela_hf.data.prepare import prepare
-from revela_hf.evaluation import evaluate_retrieval, format_table
+from revela_hf.evaluation import RetrievalEvaluator, evaluate_retrieval, format_table
 from revela_hf.evaluation.plots import pyplot
 from revela_hf.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
@@ -30,17 +30,16 @@ from revela_hf.training import ModelSpec, objective_settings, train
 
 
 class RetrievalCurve(TrainerCallback):
-    """Evaluates the retriever on a BEIR folder every `every` steps; keeps (step, nDCG@10)."""
+    """Keeps (step, nDCG@10) of every evaluation of the trainer, `metric` naming nDCG@10 in its metrics."""
 
-    def __init__(self, data_dir: str, every: int) -> None:
-        self.data_dir, self.every = data_dir, every
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
         self.points: list[tuple[int, float]] = []
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every == 0:
-            score = evaluate_retrieval(model.retriever, self.data_dir)["ndcg@10"]
-            self.points.append((state.global_step, score))
-            print(f"[revela demo] step {state.global_step}: nDCG@10 = {100 * score:.1f}", flush=True)
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        score = metrics[self.metric]
+        self.points.append((state.global_step, score))
+        print(f"[revela demo] step {state.global_step}: nDCG@10 = {100 * score:.1f}", flush=True)
 
 
 def run_demo(
@@ -111,7 +110,8 @@ def run_demo(
     prefixes = {"query_prefix": "", "passage_prefix": ""} if recipe.encoder else {}
     before = RevelaRetriever.from_backbone(spec.retriever, pooling=pooling, **prefixes)
     table = {untrained_name(retriever): evaluate_retrieval(before, beir)}
-    curve = RetrievalCurve(beir, plan.eval_every)
+    evaluator = RetrievalEvaluator.from_beir(beir)
+    curve = RetrievalCurve(f"eval_{evaluator.primary_metric}")
     args = RevelaTrainingArguments(
         output_dir=str(out / ("run" if objective == "revela" else f"run-{objective}")),
         max_steps=plan.max_steps,
@@ -122,13 +122,15 @@ def run_demo(
         logging_steps=max(1, plan.max_steps // 30),
         save_steps=max(1, plan.max_steps // 3),
         save_total_limit=1,
+        eval_strategy="steps",
+        eval_steps=plan.eval_every,
         max_length=plan.max_tokens,
         retriever_max_length=plan.max_tokens,
         report_to=[],
         seed=seed,
         use_cpu=True,
     )
-    trainer = train(spec, corpus, args, callbacks=[curve])
+    trainer = train(spec, corpus, args, callbacks=[curve], evaluator=evaluator)
     table[trained_name(objective, retriever)] = evaluate_retrieval(trainer.model.retriever, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)

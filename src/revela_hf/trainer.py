@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import speed_metrics
 
 from revela_hf.checkpoint import has_trainable_state, load_trainable_state, save_trainable_state, trainable_parameters
 from revela_hf.dependency_versions import check_versions
@@ -38,6 +40,10 @@ class RevelaTrainingArguments(TrainingArguments):
     retriever_max_length: int = field(default=160, metadata={"help": "Retriever tokens per query/passage."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Rows hold text; the collator tokenises."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    eval_data: str | None = field(
+        default=None,
+        metadata={"help": "BEIR folder the retriever is evaluated on (metrics eval_<folder name>_ndcg@10, ...)."},
+    )
 
     def __post_init__(self) -> None:
         check_versions(("deepspeed",) if self.deepspeed else ())  # before deepspeed's config is read
@@ -53,6 +59,15 @@ class RevelaTrainer(Trainer):
     state only, never a copy of frozen weights: the trainable tensors, the optimizer, scheduler and RNG
     states, and the retriever in its own `retriever/` sub-folder, loadable with
     `RevelaRetriever.from_pretrained`. Resuming rebuilds the frozen weights from the model folders.
+
+    Evaluation scores the retriever, not the LM: `evaluate()` (and `eval_strategy="steps"`, `eval_steps=N`
+    during training) runs `evaluator` on `model.retriever` and logs its scores with the `eval_` prefix, e.g.
+    `eval_<name>_ndcg@10`, which `metric_for_best_model` and `load_best_model_at_end` can use.
+
+    Args:
+        evaluator (`Callable[[RevelaRetriever], dict[str, float]]`, *optional*):
+            Scores a retriever, e.g. a `RetrievalEvaluator`; defaults to `RetrievalEvaluator.from_beir(args.eval_data)`
+            when `args.eval_data` is set. Takes the place of an `eval_dataset`.
     """
 
     def __init__(
@@ -64,9 +79,17 @@ class RevelaTrainer(Trainer):
         processing_class: PreTrainedTokenizerBase | None = None,
         retriever_tokenizer: PreTrainedTokenizerBase | None = None,
         data_collator: Any = None,
+        evaluator: Callable[[Any], dict[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
         args = args or RevelaTrainingArguments(output_dir="revela-output")
+        if evaluator is None and getattr(args, "eval_data", None):
+            from revela_hf.evaluation.evaluator import RetrievalEvaluator
+
+            evaluator = RetrievalEvaluator.from_beir(args.eval_data)
+        if evaluator is not None and eval_dataset is not None:
+            raise ValueError("RevelaTrainer evaluates with an evaluator (or args.eval_data) or on an eval_dataset, not both")
+        self.evaluator = evaluator
         if args.per_device_train_batch_size != 1:
             raise ValueError(
                 "RevelaTrainer trains on one group per device step: set per_device_train_batch_size=1 and use "
@@ -99,6 +122,18 @@ class RevelaTrainer(Trainer):
         # The loss is a per-group mean; let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self._group_metrics: dict[str, list[float]] = defaultdict(list)
+        self._evaluations: dict[int, dict[str, float]] = {}  # global step -> the evaluator's scores
+        self._evaluated_step: int | None = None  # the evaluation the model card reports
+
+    def _validate_args(self) -> None:
+        # An evaluator takes the place of the eval_dataset the Trainer asks for with an eval_strategy.
+        eval_dataset = self.eval_dataset
+        if self.evaluator is not None:
+            self.eval_dataset = self.evaluator
+        try:
+            super()._validate_args()
+        finally:
+            self.eval_dataset = eval_dataset
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         same_document = inputs.pop("same_document", None)
@@ -118,11 +153,34 @@ class RevelaTrainer(Trainer):
             self._group_metrics["top1_same_doc"].append(hits.float().mean().item())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        for key, values in self._group_metrics.items():
-            if values:
-                logs[key] = round(sum(values) / len(values), 4)
-        self._group_metrics.clear()
+        if "loss" in logs or "train_loss" in logs:  # the group metrics go with the training loss, not an evaluation
+            for key, values in self._group_metrics.items():
+                if values:
+                    logs[key] = round(sum(values) / len(values), 4)
+            self._group_metrics.clear()
         super().log(logs, start_time)
+
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Score `model.retriever` with the evaluator (in eval mode, without gradients) and log the scores as
+        `f"{metric_key_prefix}_{key}"`, with `{metric_key_prefix}_runtime`. Without an evaluator, or given an
+        `eval_dataset`, the Trainer's own evaluation."""
+        if self.evaluator is None or eval_dataset is not None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._memory_tracker.start()
+        start_time = time.time()
+        retriever = self.accelerator.unwrap_model(self.model).retriever
+        with _eval_mode(retriever), torch.no_grad():
+            scores = self.evaluator(retriever)
+        self._evaluations[self.state.global_step] = scores
+        self._evaluated_step = self.state.global_step
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
+        metrics.update(speed_metrics(metric_key_prefix, start_time))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Write the trainable state and no frozen weight: the trainable tensors (`revela_trainable.safetensors`,
@@ -159,15 +217,22 @@ class RevelaTrainer(Trainer):
         # Under DeepSpeed the Trainer reloads the best checkpoint from the engine's own state.
         if self.is_deepspeed_enabled or not has_trainable_state(self.state.best_model_checkpoint):
             super()._load_best_model()
-            return
-        self._load_from_checkpoint(self.state.best_model_checkpoint)
+        else:
+            self._load_from_checkpoint(self.state.best_model_checkpoint)
+        self._evaluated_step = self.state.best_global_step
 
     def _card_info(self, config):
-        """The retriever's model card records its objective, the objective's settings and the run's schedule."""
+        """The retriever's model card records its objective, the objective's settings, the run's schedule and, once
+        evaluated, the last evaluation's scores and step (after `load_best_model_at_end`, the best checkpoint's)."""
         from revela_hf.objectives import card_info
 
         schedule = {"learning_rate": self.args.learning_rate, "steps": self.state.global_step}
-        return card_info(config, hyperparameters=schedule)
+        scores = self._evaluations.get(self._evaluated_step)
+        if scores is None:
+            return card_info(config, hyperparameters=schedule)
+        name = getattr(self.evaluator, "name", "")
+        results = {name or "evaluation": {key.removeprefix(f"{name}_") if name else key: value for key, value in scores.items()}}
+        return card_info(config, hyperparameters={**schedule, "evaluated_at_step": self._evaluated_step}, eval_results=results)
 
 
 def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -177,6 +242,17 @@ def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     adapters = tuple(getattr(backbone, "peft_config", {}) or {}) if getattr(backbone, "_hf_peft_config_loaded", False) else ()
     retriever = [p for n, p in backbone.named_parameters() if not adapters or any(f".{a}." in f".{n}." for a in adapters)]
     return list({id(p): p for p in [*trainable_parameters(model).values(), *retriever]}.values())
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """`module` in eval mode for the duration, then back in the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @contextmanager

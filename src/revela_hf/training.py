@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,10 @@ def train(
     data_dir: str | Path,
     args: RevelaTrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
+    evaluator: Callable[[Any], dict[str, float]] | None = None,
 ) -> RevelaTrainer:
-    """Train on a `revela prepare` dataset; the retriever ends in `<output_dir>/retriever`."""
+    """Train on a `revela prepare` dataset; the retriever ends in `<output_dir>/retriever`. `evaluator` (default:
+    one over `args.eval_data`, if set) scores the retriever when the trainer evaluates (`RevelaTrainer`)."""
     dataset = load_from_disk(str(data_dir))
     if isinstance(dataset, DatasetDict):
         raise ValueError(f"{data_dir} holds a DatasetDict (splits {list(dataset)}); pass the folder of one split")
@@ -113,7 +116,7 @@ def train(
     dataset = rows_for_objective(dataset, model.config)
     retriever_tokenizer = AutoTokenizer.from_pretrained(spec.retriever) if spec.encoder_retriever else None
     trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            retriever_tokenizer=retriever_tokenizer, callbacks=callbacks)
+                            retriever_tokenizer=retriever_tokenizer, callbacks=callbacks, evaluator=evaluator)
     last = _last_checkpoint(args.output_dir)
     if last is not None and _finished(last, args.max_steps):
         return _finish_done_run(trainer, last)

@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-length", type=positive_int, default=160)
     parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
     parser.add_argument("--save-steps", type=positive_int, default=50)
+    parser.add_argument(
+        "--eval-data",
+        help="BEIR folder to evaluate the retriever on during training (nDCG@10, MRR@10, Recall@100 in the logs and "
+        "trainer_state.json as eval_<folder name>_ndcg@10, ...)",
+    )
+    parser.add_argument("--eval-steps", type=positive_int, help="evaluate every N steps (default: --save-steps; needs --eval-data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_run)
 
@@ -51,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     from revela_hf.io import output_lock
     from revela_hf.training import ModelSpec, objective_settings, train
 
+    if args.eval_steps and not args.eval_data:
+        raise ValueError("--eval-steps needs --eval-data (the BEIR folder to evaluate on)")
     layers = args.inbatch_layers
     spec = ModelSpec(
         lm=args.lm,
@@ -74,6 +82,9 @@ def _run(args: argparse.Namespace) -> int:
         retriever_max_length=args.max_length,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         save_steps=args.save_steps,
+        eval_data=args.eval_data,
+        eval_strategy="steps" if args.eval_data else "no",
+        eval_steps=args.eval_steps or args.save_steps,
         report_to=[],
         seed=args.seed,
     )

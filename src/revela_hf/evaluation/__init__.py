@@ -3,6 +3,7 @@
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder, iter_corpus, load_beir, write_beir
 from revela_hf.search.bm25 import BM25Retriever
 from revela_hf.evaluation.evaluate import evaluate_retrieval, evaluate_table, format_table, hybrid_name, hybrid_runs, retrieve, save_table
+from revela_hf.evaluation.evaluator import RetrievalEvaluator
 from revela_hf.search.fusion import reciprocal_rank_fusion
 from revela_hf.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, retrieval_metrics
 from revela_hf.evaluation.plots import plot_results
@@ -10,6 +11,7 @@ from revela_hf.evaluation.plots import plot_results
 __all__ = [
     "BM25Retriever",
     "BeirDataset",
+    "RetrievalEvaluator",
     "build_beir_folder",
     "evaluate_retrieval",
     "evaluate_table",
