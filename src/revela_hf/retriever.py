@@ -96,8 +96,12 @@ class RevelaRetriever(nn.Module):
         lora: Any | None = None,
         **settings: Any,
     ) -> "RevelaRetriever":
-        """Build from a model folder or an instantiated model; `lora` is a `peft.LoraConfig` to inject."""
+        """Build from a model folder or an instantiated model; `lora` is a `peft.LoraConfig` to inject.
+        A sentence-transformers folder lends its `max_seq_length` as the default `max_length`."""
         if isinstance(backbone, str):
+            st_config = Path(backbone) / "sentence_bert_config.json"
+            if st_config.is_file() and "max_length" not in settings:
+                settings["max_length"] = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length", 512)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(backbone)
             backbone = AutoModel.from_pretrained(backbone)
         backbone = base_model_of(backbone)
