@@ -2,7 +2,7 @@
 
 Recipe (shared/CALIBRATION.md, the design that learned on 2 cores): the full 30-layer SmolLM2 is
 the LM, frozen, with the in-batch term in its top 4 layers only; the retriever is SmolLM2 cut to 6
-layers with LoRA and mean pooling; tau = 1e-3; groups of 8 consecutive chunks (<= 128 tokens) of
+layers with LoRA and EOS pooling; tau = 1e-3; groups of 8 consecutive chunks (<= 128 tokens) of
 one module of the installed third-party packages, first-half queries, a constant learning rate of
 3e-4. `--retriever minilm` adapts all-MiniLM-L6-v2 to the same corpus instead (`RETRIEVERS`).
 Evaluation: HumanEval docstring -> solution (doctests stripped), before and after, next to BM25 and
