@@ -88,6 +88,8 @@ def test_hub_ids_are_downloaded_loudly_and_hf_prefix_asks_for_the_hub_explicitly
 
     from revela_hf.hub import push_folder
 
+    # `hub` is a local HTTP server speaking the Hub API (huggingface_hub's endpoint points at it): "run/retriever" is a
+    # repo there, nothing is downloaded from the internet.
     tiny_revela(base, max_length=24).save_pretrained(str(tmp_path / "ret"))
     push_folder(tmp_path / "ret", "run/retriever")
     monkeypatch.chdir(tmp_path)
