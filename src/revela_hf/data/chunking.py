@@ -208,7 +208,7 @@ class Chunker:
             is_doctest = para[0].lstrip().startswith(">>>")
             if kind == "rest" and _REST_CODE_DIRECTIVE.match(para[0]):
                 literal_indent = indent
-                code = para[1:] if len(para) > 1 else []
+                code = para  # the directive line stays with its code, as a Markdown fence does
                 continue
             if is_doctest:
                 yield para, True
