@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import tempfile
@@ -35,6 +36,7 @@ RETRIEVER_KIND = "retriever"
 REQUIRED_OVERRIDES = frozenset({"pooling", "query_prefix", "passage_prefix"})  # what loading a bare adapter needs
 BASE_CONFIG_KEY = "base_config"  # in SETTINGS_FILE: the config values an adapter's base model loads with (its depth)
 ENCODE_WINDOW_BATCHES = 64  # `encode` tokenises and length-sorts this many batches of texts at a time
+DEFAULT_MAX_LENGTH = 512  # tokens per text, when a folder records none
 
 
 def check_pooling(pooling: str) -> str:
@@ -75,7 +77,7 @@ class RevelaRetriever(nn.Module):
         query_prefix: str = "Query: ",
         passage_prefix: str = "Passage: ",
         normalize: bool = True,
-        max_length: int = 512,
+        max_length: int = DEFAULT_MAX_LENGTH,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -119,25 +121,33 @@ class RevelaRetriever(nn.Module):
         }
 
     def save_pretrained(
-        self, save_directory: str, repo_id: str | None = None, base_model: str | None = None, card: CardInfo | None = None
+        self,
+        save_directory: str,
+        repo_id: str | None = None,
+        base_model: str | None = None,
+        card: CardInfo | None = None,
+        merge_lora: bool = False,
     ) -> None:
         """Write a folder every loader reads (see `revela_hf.hub`).
 
         It holds the backbone (the adapter only when LoRA is attached), the tokenizer (appending
         EOS itself for "eos" pooling), `revela_retriever.json`, the sentence-transformers files
-        and a README.md model card. `base_model` (a Hub id) replaces the base model path recorded
-        in the adapter config; `repo_id` and `card` (default: the card it was loaded with) fill the
-        model card, and `card` is kept in `revela_card.json`. The folder appears
-        complete or not at all (`revela_hf.io`); an existing one is replaced only if empty or
-        written by revela.
+        and a README.md model card. With `merge_lora` an attached adapter is merged into a copy of
+        the backbone, whose full weights are written instead (the live retriever keeps its
+        adapter): the folder then loads without peft. `base_model` (a Hub id) replaces the base
+        model path recorded in the adapter config and the card; `repo_id` and `card` (default: the
+        card it was loaded with) fill the model card, and `card` is kept in `revela_card.json`.
+        The folder appears complete or not at all (`revela_hf.io`); an existing one is replaced
+        only if empty or written by revela.
         """
         target = Path(save_directory)
         with publishing(target, RETRIEVER_KIND, overwrite=True) as folder:
-            self._write_folder(folder, repo_id or absolute(target).name, base_model, card or self.card)
+            self._write_folder(folder, repo_id or absolute(target).name, base_model, card or self.card, merge_lora)
 
-    def _write_folder(self, folder: Path, name: str, base_model: str | None, card: CardInfo | None) -> None:
+    def _write_folder(self, folder: Path, name: str, base_model: str | None, card: CardInfo | None, merge_lora: bool) -> None:
         """The files of `save_pretrained` in `folder`; `name` heads the model card."""
-        self.backbone.save_pretrained(folder)
+        backbone = merged_backbone(self.backbone) if merge_lora and has_adapter(self.backbone) else self.backbone
+        backbone.save_pretrained(folder)
         is_adapter = (folder / ADAPTER_CONFIG).is_file()
         if is_adapter and base_model is not None:
             set_adapter_base_model(folder, base_model)
@@ -165,17 +175,19 @@ class RevelaRetriever(nn.Module):
         commit_message: str = "Upload Revela retriever",
         base_model: str | None = None,
         card: CardInfo | None = None,
+        merge_lora: bool = False,
     ) -> str:
         """Upload the retriever only (adapter or weights, tokenizer, settings, card); returns the commit URL.
 
         Pass `base_model` (a Hub id) when the backbone was loaded from a local folder, so the
-        adapter can find its base model wherever it is loaded.
+        adapter can find its base model wherever it is loaded; `merge_lora` uploads the merged
+        full weights instead of the adapter (see `save_pretrained`).
         """
         base = base_model or self.backbone.config.name_or_path
-        if getattr(self.backbone, "_hf_peft_config_loaded", False) and Path(base).expanduser().exists():
+        if has_adapter(self.backbone) and not merge_lora and Path(base).expanduser().exists():
             warnings.warn(f"the adapter's base model is the local path {base}; pass base_model='<hub id>' so others can load it")
         with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, repo_id=repo_id, base_model=base_model, card=card)
+            self.save_pretrained(tmp, repo_id=repo_id, base_model=base_model, card=card, merge_lora=merge_lora)
             return push_folder(tmp, repo_id, private=private, token=token, commit_message=commit_message)
 
     @classmethod
@@ -260,6 +272,30 @@ class RevelaRetriever(nn.Module):
 
     def encode_corpus(self, corpus: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> torch.Tensor:
         return self.encode(corpus, self.passage_prefix, batch_size, show_progress_bar)
+
+
+def has_adapter(backbone: PreTrainedModel) -> bool:
+    """Whether a PEFT adapter is attached to `backbone` (transformers' PEFT integration)."""
+    return bool(getattr(backbone, "_hf_peft_config_loaded", False))
+
+
+def merged_backbone(backbone: PreTrainedModel) -> PreTrainedModel:
+    """A copy of `backbone` with its active adapters merged into the base weights and the PEFT layers
+    removed (what peft's `merge_and_unload` does for a `PeftModel`); `backbone` itself is left as it is."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    merged = copy.deepcopy(backbone)
+    for name, module in list(merged.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(merged.get_submodule(parent), child, module.get_base_layer())
+    del merged.peft_config
+    merged._hf_peft_config_loaded = False
+    # Loading an adapter leaves its key renamings (to peft's `base_model.model.` names) for saving it again;
+    # the merged weights are saved as a model built in memory is: under the class's own names.
+    merged._weight_conversions = None
+    return merged
 
 
 def adapter_base_config(config: PreTrainedConfig) -> dict[str, Any]:

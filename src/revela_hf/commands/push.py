@@ -1,4 +1,4 @@
-"""`revela push FOLDER REPO_ID`: publish a saved retriever folder to the Hub."""
+"""`revela push FOLDER REPO_ID [--merge-lora]`: publish a saved retriever folder to the Hub."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     parser.add_argument("folder", help="retriever folder written by save_pretrained")
     parser.add_argument("repo_id", help="target repo, e.g. user/revela-135m")
     parser.add_argument("--base-model", help="Hub id of the base model, recorded in the adapter config")
+    parser.add_argument("--merge-lora", action="store_true",
+                        help="upload the LoRA adapter merged into full weights, which load without peft")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--commit-message", default="Upload Revela retriever")
     parser.set_defaults(func=run)
@@ -21,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from revela_hf.retriever import RevelaRetriever
 
     retriever = RevelaRetriever.from_pretrained(args.folder)
-    url = retriever.push_to_hub(args.repo_id, private=args.private or None, commit_message=args.commit_message, base_model=args.base_model)
+    url = retriever.push_to_hub(args.repo_id, private=args.private or None, commit_message=args.commit_message, base_model=args.base_model,
+                                 merge_lora=args.merge_lora)
     print(f"pushed to {url}")
     return 0
