@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from revela_hf.hub import (
     OFFICIAL_REVELA_SETTINGS,
@@ -32,6 +32,7 @@ from revela_hf.model_card import CardInfo, load_card_info, render_model_card, sa
 POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RETRIEVER_KIND = "retriever"
 REQUIRED_OVERRIDES = frozenset({"pooling", "query_prefix", "passage_prefix"})  # what loading a bare adapter needs
 BASE_CONFIG_KEY = "base_config"  # in SETTINGS_FILE: the config values an adapter's base model loads with (its depth)
@@ -204,13 +205,10 @@ class RevelaRetriever(nn.Module):
         trained on the first N layers of a deeper model loads on those N layers only).
         """
         folder = resolve_model_dir(path, revision=revision, token=token)
-        adapter_config = folder / ADAPTER_CONFIG
         settings = {**saved_settings(folder, overrides), **overrides}
         base_config = settings.pop(BASE_CONFIG_KEY, {})
         has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-        tokenizer_source = str(folder)
-        if not has_tokenizer and adapter_config.is_file():
-            tokenizer_source = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        tokenizer_source = str(folder) if has_tokenizer else adapter_base_model(folder) or str(folder)
         backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token, **base_config))
         retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
         retriever.card = load_card_info(folder)
@@ -326,6 +324,20 @@ def saved_settings(folder: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     raise IncompleteOutputError(
         f"{folder} holds a LoRA adapter but no {SETTINGS_FILE}, and it is not an official Revela release: most likely "
         "a save that was cut short. Save or train it again, or pass pooling=, query_prefix= and passage_prefix= to load it as is")
+
+
+def adapter_base_model(folder: Path) -> str | None:
+    """The base model (folder or Hub id) an adapter folder names; None for a folder of full weights."""
+    adapter_config = folder / ADAPTER_CONFIG
+    if not adapter_config.is_file():
+        return None
+    return json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
+def backbone_config(folder: Path, settings: dict[str, Any], token: str | None = None) -> PreTrainedConfig:
+    """The config a retriever folder's backbone loads with, given its `saved_settings`: its own, or its adapter's
+    base model's at the recorded depth; read without loading weights."""
+    return AutoConfig.from_pretrained(adapter_base_model(folder) or str(folder), token=token, **settings.get(BASE_CONFIG_KEY, {}))
 
 
 def tokenize_texts(
