@@ -130,3 +130,34 @@ def test_cli_evaluate_reports_missing_data(tmp_path, capsys):
 
     assert main(["evaluate", "--retriever", "bm25", "--data", str(tmp_path / "nowhere")]) == 2
     assert "no BEIR folder" in capsys.readouterr().err
+
+
+def test_cli_evaluate_writes_the_environment_with_the_results(beir_folder, tmp_path):
+    import importlib.metadata
+    import platform
+    from datetime import datetime, timedelta, timezone
+
+    import mteb
+    import peft
+    import sentence_transformers
+    import torch
+    import transformers
+
+    import revela_hf
+    from revela_hf.cli import main
+
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    assert main(["evaluate", "--retriever", "bm25", "--data", str(beir_folder), "--output", str(tmp_path / "r.json")]) == 0
+    written = json.loads((tmp_path / "r.json").read_text())
+    env, versions = written["environment"], written["environment"]["packages"]
+    assert set(written["results"]) == {"bm25"}
+    for module, name in [(torch, "torch"), (transformers, "transformers"), (peft, "peft"),
+                         (sentence_transformers, "sentence-transformers"), (mteb, "mteb")]:
+        assert versions[name] == importlib.metadata.version(name) == module.__version__
+    assert env["revela-hf"] == revela_hf.__version__ and env["python"] == platform.python_version()
+    assert env["platform"] == platform.platform() and env["cpu"]
+    if platform.system() == "Linux":
+        assert f": {env['cpu']}\n" in open("/proc/cpuinfo").read()
+    assert env["accelerator"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU)")
+    measured = datetime.fromisoformat(env["date_utc"])
+    assert measured.utcoffset() == timedelta(0) and before <= measured <= datetime.now(timezone.utc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from revela_hf.environment import environment
 from revela_hf.evaluation.beir import BeirDataset, load_beir
 from revela_hf.search.bm25 import BM25Retriever
 from revela_hf.search.fusion import Run, reciprocal_rank_fusion
@@ -101,6 +102,7 @@ def format_table(table: dict[str, dict[str, float]], metrics: tuple[str, ...] = 
 
 
 def save_table(table: dict[str, dict[str, float]], path: str | Path, data_dir: str | Path) -> Path:
-    """Write the results table as JSON, with the data folder it was measured on."""
-    write_json_atomically(path, {"data": str(data_dir), "results": table})
+    """Write the results table as JSON, with the data folder it was measured on and the environment it was measured
+    in (`revela_hf.environment`: versions, CPU and accelerator, date), so that a figure can be reproduced."""
+    write_json_atomically(path, {"data": str(data_dir), "results": table, "environment": environment()})
     return Path(path)
