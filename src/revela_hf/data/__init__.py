@@ -12,9 +12,11 @@ _EXPORTS = {
     "group_chunks": "revela_hf.data.grouping",
     "PrepareSummary": "revela_hf.data.prepare",
     "prepare": "revela_hf.data.prepare",
+    "DatasetInput": "revela_hf.data.readers",
     "Document": "revela_hf.data.readers",
     "DocumentReader": "revela_hf.data.readers",
     "InputSpec": "revela_hf.data.readers",
+    "load_dataset_input": "revela_hf.data.readers",
     "split_sentences": "revela_hf.data.sentences",
 }
 __all__ = sorted(_EXPORTS)

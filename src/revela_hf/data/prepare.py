@@ -1,9 +1,15 @@
-"""`prepare`: raw files -> chunks -> groups of B related chunks -> a `datasets.Dataset` on disk.
+"""`prepare`: raw files or datasets -> chunks -> groups of B related chunks -> a `datasets.Dataset` on disk.
 
 Output rows (one per group): {"chunks": [B texts], "sources": [...], "doc_ids": [...],
 "full_chunk": [...]}, chunks shuffled inside each group. The result is a pure function of the
 inputs, the options and the seed. The output folder appears atomically and complete, under a lock
 (see `revela_hf.io`); `overwrite` replaces only an earlier dataset, never an input or other folder.
+
+Memory: documents stream from the inputs (a streamed `IterableDataset` is never materialised) and
+chunks are written to an Arrow file on disk as they come. Grouping needs every chunk at once, but
+only as a few integers per chunk in memory (texts are read back from the memory-mapped file), and
+`bm25` / `embedding` index at most `shard_size` chunks at a time; so memory grows with the number of
+chunks, not with the size of the raw corpus.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +26,7 @@ from tqdm.auto import tqdm
 
 from revela_hf.data.chunking import Chunker
 from revela_hf.data.grouping import Encoder, encode_to_memmap, group_chunks
-from revela_hf.data.readers import DocumentReader, InputSpec
+from revela_hf.data.readers import DocumentReader
 from revela_hf.data.store import ChunkStore
 from revela_hf.io import publishing, temporary_sibling
 
@@ -90,7 +96,7 @@ def write_groups(store: ChunkStore, groups: np.ndarray, path: Path, seed: int, b
 
 
 def prepare(
-    inputs: Iterable[str | Path | InputSpec],
+    inputs: Any,
     output_dir: str | Path,
     *,
     group_size: int = 16,
@@ -112,18 +118,23 @@ def prepare(
 ) -> PrepareSummary:
     """Read `inputs`, chunk, group into groups of `group_size` with `strategy`, save a Dataset to `output_dir`.
 
-    `inputs` are paths or `SOURCE=PATH` strings. `full_chunk_sources` maps a source tag or a document
-    kind (`code`, `text`, ...) to whether its chunks use the full chunk as query (default: True for
-    code files, False for prose). `code_units="function"` starts a chunk at every Python function.
-    The `embedding` strategy needs `encoder` (anything with `encode_corpus`).
-    Raises ValueError for bad options or a corpus too small for one group.
+    `inputs` is one input or a list: paths or `SOURCE=PATH` strings, `InputSpec`s, `datasets` objects
+    (`Dataset`, `IterableDataset` or a dict of splits, source tag `dataset`) or `DatasetInput(dataset,
+    source)`s; rows of tables and datasets take their text from `text_column` and their id from
+    `id_column` (default: the row number). `load_dataset_input` wraps `datasets.load_dataset`. The
+    same texts give the same groups whichever form they come in. `full_chunk_sources` maps a source
+    tag or a document kind (`code`, `text`, ...) to whether its chunks use the full chunk as query
+    (default: True for code files, False for prose). `code_units="function"` starts a chunk at every
+    Python function. The `embedding` strategy needs `encoder` (anything with `encode_corpus`).
+    Raises ValueError for bad options, a missing text or id column, an empty dataset or a corpus too
+    small for one group; then nothing is written.
     """
     output = Path(output_dir)
     if strategy == "embedding" and encoder is None:
         raise ValueError("strategy 'embedding' needs an encoder")
     reader = DocumentReader(inputs, text_column=text_column, id_column=id_column)
     chunker = Chunker(max_words=max_words, max_tokens=max_tokens, tokenizer=load_tokenizer(tokenizer), code_units=code_units)
-    with publishing(output, DATASET_KIND, overwrite=overwrite, inputs=[spec.path for spec in reader.inputs]) as staged, \
+    with publishing(output, DATASET_KIND, overwrite=overwrite, inputs=reader.paths) as staged, \
             temporary_sibling(output) as scratch:
         workdir = Path(scratch)
         seconds: dict[str, float] = {}
