@@ -1,7 +1,9 @@
 """The `revela` command line: one sub-command per module of `revela_hf.commands`.
 
 Command modules import only argparse and light constants at module level, so `revela --help` does
-not load torch; each command imports what it needs when it runs, after the version check.
+not load torch; each command imports what it needs when it runs, after the version check. A command
+that sets `forward_argv` parses its own flags: it gets them as `args.argv` (`revela train`, whose
+`HfArgumentParser` needs torch).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "forward_argv", False):  # a command parsing its own flags (`revela train`)
+        args.argv = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command not in UNCHECKED_COMMANDS:
             check_versions()

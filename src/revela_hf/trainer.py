@@ -34,8 +34,10 @@ class RevelaTrainingArguments(TrainingArguments):
     use `gradient_accumulation_steps` for more groups per update (the paper: 8 x 4 GPUs).
     """
 
+    _argument_group_name = "training (RevelaTrainingArguments: TrainingArguments with in-batch defaults)"
+
     per_device_train_batch_size: int = field(default=1, metadata={"help": "Groups per device step (must be 1)."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "The paper's learning rate."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "The initial learning rate (the paper's: 1e-4)."})
     max_length: int = field(default=160, metadata={"help": "LM tokens per chunk, EOS included (the paper: 160)."})
     retriever_max_length: int = field(default=160, metadata={"help": "Retriever tokens per query/passage."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Rows hold text; the collator tokenises."})

@@ -1,94 +1,183 @@
-"""`revela train`: train a retriever (Revela, REPLUG or DREAM) on a dataset written by `revela prepare`."""
+"""`revela train`: train a retriever (Revela, REPLUG or DREAM) on a dataset written by `revela prepare`.
+
+Its flags are those of `TrainRecipe` (data, models, objective) and of `RevelaTrainingArguments` (every
+`TrainingArguments` flag), parsed by `transformers.HfArgumentParser` (`--max_steps` or `--max-steps`);
+`--config recipe.yaml` gives any of them, and flags on the command line override the file.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from revela_hf.commands import int_at_least, layer_list, positive_float, positive_int
 
+HELP = "train LM + retriever on prepared groups (resumes from the last checkpoint)"
+USAGE = "revela train [--config RECIPE.yaml] --data DIR --lm LM_DIR --output_dir RUN [FLAG VALUE ...]"
+# `revela train`'s defaults where they differ from `RevelaTrainingArguments`'.
+DEFAULTS = {"learning_rate": 3e-4, "lr_scheduler_type": "cosine", "save_steps": 50, "seed": 0}
+# Defaults worked out from the other values after parsing (None until then), as `--help` states them.
+DERIVED_DEFAULTS = {
+    "max_steps": "100, or -1 (train num_train_epochs) when num_train_epochs is given",
+    "num_train_epochs": "3; used only without max_steps",
+    "warmup_steps": "max(1, max_steps // 10), or 0.1 (of the steps) with num_train_epochs",
+    "retriever_max_length": "max_length",
+    "eval_strategy": "'steps' with eval_data, else 'no'",
+    "eval_steps": "save_steps",
+}
+# Range checks of the flags (and of the file's values), whose messages name the flag.
+FLAG_TYPES = {
+    "max_steps": positive_int,
+    "learning_rate": positive_float,
+    "max_length": positive_int,
+    "gradient_accumulation_steps": positive_int,
+    "retriever_layers": positive_int,
+    "lora_r": int_at_least(0),
+    "lm_lora_r": positive_int,
+    "temperature": positive_float,
+    "inbatch_layers": layer_list,
+    "inbatch_top_k": positive_int,
+}
+
+
+@dataclass
+class TrainRecipe:
+    """What `revela train` trains on and builds (its `ModelSpec`); the rest is `RevelaTrainingArguments`."""
+
+    _argument_group_name = "data and models"
+
+    data: str = field(metadata={"help": "Folder written by `revela prepare`."})
+    lm: str = field(metadata={"help": "Causal LM folder (transformers format)."})
+    retriever: str | None = field(default=None, metadata={"help": "Retriever backbone folder (None: the LM's)."})
+    retriever_layers: int | None = field(default=None, metadata={"help": "Keep only the first N retriever layers."})
+    lora_r: int = field(default=16, metadata={"help": "Retriever LoRA rank (0 = train all weights)."})
+    lm_lora_r: int | None = field(default=None, metadata={"help": "LoRA rank on the LM (needs train_lm)."})
+    train_lm: bool = field(default=False, metadata={"help": "Train the LM too (False: the LM stays frozen)."})
+    share_base: bool = field(
+        default=False,
+        metadata={"help": "The retriever is a LoRA adapter on the LM's own frozen weights (one copy in memory); "
+                          "retriever, if given, must be a checkpoint cut from the LM's."},
+    )
+    objective: Literal["revela", "replug", "dream"] = field(
+        default="revela",
+        metadata={"help": "revela, replug or dream (both keep the LM frozen; dream trains on rows built from the groups)."},
+    )
+    inbatch_layers: list[int] | None = field(
+        default_factory=lambda: [-4, -3, -2, -1],
+        metadata={"help": "LM layers that take the retriever's scores (Revela's in-batch attention, DREAM's biased "
+                          "heads): comma-separated (negative = from the top), or 'all'."},
+    )
+    inbatch_top_k: int | None = field(default=None, metadata={"help": "Sparse in-batch attention: the k largest Sim per chunk."})
+    temperature: float = field(default=1e-3, metadata={"help": "Sim temperature (paper: 1e-4)."})
+
+    def model_spec(self) -> Any:
+        """The `ModelSpec` this recipe builds."""
+        from revela_hf.training import ModelSpec, objective_settings
+
+        return ModelSpec(
+            lm=self.lm,
+            retriever=self.retriever,
+            retriever_layers=self.retriever_layers,
+            retriever_lora_r=self.lora_r,
+            lm_lora_r=self.lm_lora_r,
+            freeze_lm=not self.train_lm,
+            share_base=self.share_base,
+            inbatch_layers=self.inbatch_layers,
+            temperature=self.temperature,
+            config_overrides={"inbatch_top_k": self.inbatch_top_k, **objective_settings(self.objective, self.inbatch_layers)},
+        )
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train LM + retriever on prepared groups (resumes from the last checkpoint)")
-    parser.add_argument("--data", required=True, help="folder written by `revela prepare`")
-    parser.add_argument("--lm", required=True, help="causal LM folder (transformers format)")
-    parser.add_argument("--retriever", help="retriever backbone folder (default: the LM's)")
-    parser.add_argument("--retriever-layers", type=positive_int, help="keep only the first N retriever layers")
-    parser.add_argument("--output", required=True, help="output folder; the retriever ends in OUTPUT/retriever")
-    parser.add_argument("--max-steps", type=positive_int, default=100)
-    parser.add_argument("--learning-rate", type=positive_float, default=3e-4)
-    parser.add_argument("--temperature", type=positive_float, default=1e-3, help="Sim temperature (paper: 1e-4)")
-    parser.add_argument("--lora-r", type=int_at_least(0), default=16, help="retriever LoRA rank (0 = train all weights)")
-    parser.add_argument("--lm-lora-r", type=positive_int, help="LoRA rank on the LM (needs --train-lm)")
-    parser.add_argument("--train-lm", action="store_true", help="train the LM too (default: frozen)")
-    parser.add_argument(
-        "--share-base",
-        action="store_true",
-        help="the retriever is a LoRA adapter on the LM's own frozen weights (one copy in memory); --retriever, "
-        "if given, must be a checkpoint cut from the LM's",
+    # The flags are parsed by `train_parser()` when the command runs: building it loads torch, which `revela --help` does not.
+    parser = subparsers.add_parser("train", help=HELP, add_help=False)
+    parser.set_defaults(func=_run, forward_argv=True)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The `HfArgumentParser` of `TrainRecipe` and `RevelaTrainingArguments`, with `revela train`'s defaults."""
+    from transformers import HfArgumentParser
+
+    from revela_hf.trainer import RevelaTrainingArguments
+
+    parser = HfArgumentParser(
+        (TrainRecipe, RevelaTrainingArguments), prog="revela train", usage=USAGE, description=HELP,
     )
-    parser.add_argument(
-        "--objective",
-        choices=["revela", "replug", "dream"],
-        default="revela",
-        help="revela (default), replug or dream (both keep the LM frozen; dream trains on rows built from the groups)",
-    )
-    parser.add_argument(
-        "--inbatch-layers",
-        type=layer_list,
-        default=[-4, -3, -2, -1],
-        help="LM layers that take the retriever's scores (Revela's in-batch attention, DREAM's biased heads), or 'all'",
-    )
-    parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk")
-    parser.add_argument("--max-length", type=positive_int, default=160)
-    parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
-    parser.add_argument("--save-steps", type=positive_int, default=50)
-    parser.add_argument(
-        "--eval-data",
-        help="BEIR folder to evaluate the retriever on during training (nDCG@10, MRR@10, Recall@100 in the logs and "
-        "trainer_state.json as eval_<folder name>_ndcg@10, ...)",
-    )
-    parser.add_argument("--eval-steps", type=positive_int, help="evaluate every N steps (default: --save-steps; needs --eval-data)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=_run)
+    parser.add_argument("--config", help="YAML recipe: keys are the flags' names (e.g. max_steps: 200); flags override it")
+    parser.add_argument("--output", dest="output_dir", help="Same as --output_dir (the other commands' spelling).")
+    parser.set_defaults(**DEFAULTS, **dict.fromkeys(DERIVED_DEFAULTS))
+    for action in parser._actions:
+        if action.dest in DERIVED_DEFAULTS and action.help is not None:
+            action.help += f" revela train: {DERIVED_DEFAULTS[action.dest]}."
+        if action.dest in FLAG_TYPES:
+            action.type = FLAG_TYPES[action.dest]
+        if action.dest == "inbatch_layers":
+            action.nargs = None  # one comma-separated value, as in a YAML file
+    return parser
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainRecipe, Any]:
+    """`(TrainRecipe, RevelaTrainingArguments)` from `revela train`'s flags and the `--config` file they name."""
+    from revela_hf.trainer import RevelaTrainingArguments
+
+    parser = train_parser()
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument("--config")
+    config = config_flag.parse_known_args(argv)[0].config
+    if config:
+        _set_defaults_from_yaml(parser, config)
+    values = vars(parser.parse_args(argv))
+    del values["config"]
+    if values["output_dir"] is None:
+        parser.error("the following arguments are required: --output_dir (or --output)")
+    _derive_defaults(values)
+    recipe = TrainRecipe(**{f.name: values.pop(f.name) for f in fields(TrainRecipe)})
+    return recipe, RevelaTrainingArguments(**values)
+
+
+def _set_defaults_from_yaml(parser: argparse.ArgumentParser, path: str) -> None:
+    """The file's values become the flags' defaults (as in trl's `TrlParser`): flags given override them. A scalar
+    goes through the flag's type, as if it were typed on the command line."""
+    import yaml
+
+    with open(path, encoding="utf-8") as file:
+        recipe = yaml.safe_load(file) or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of flag names to values, got {type(recipe).__name__}")
+    unknown = sorted(set(recipe) - {action.dest for action in parser._actions} - {"help", "config"})
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}: not flags of `revela train` (see `revela train --help`)")
+    parser.set_defaults(**{key: str(value) if isinstance(value, (bool, int, float)) else value for key, value in recipe.items()})
+    for action in parser._actions:
+        action.required = action.required and action.dest not in recipe
+
+
+def _derive_defaults(values: dict[str, Any]) -> None:
+    """Fill the values `DERIVED_DEFAULTS` describes (those not given) and check that the given ones fit."""
+    if values["eval_steps"] is not None and not values["eval_data"]:
+        raise ValueError("--eval-steps needs --eval-data (the BEIR folder to evaluate on)")
+    epochs_given = values["num_train_epochs"] is not None
+    if not epochs_given:
+        del values["num_train_epochs"]
+    if values["max_steps"] is None:
+        values["max_steps"] = -1 if epochs_given else 100
+    if values["warmup_steps"] is None:
+        values["warmup_steps"] = max(1, values["max_steps"] // 10) if values["max_steps"] > 0 else 0.1
+    if values["retriever_max_length"] is None:
+        values["retriever_max_length"] = values["max_length"]
+    if values["eval_strategy"] is None:
+        values["eval_strategy"] = "steps" if values["eval_data"] else "no"
+    if values["eval_steps"] is None and values["eval_data"]:
+        values["eval_steps"] = values["save_steps"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from revela_hf.trainer import RevelaTrainingArguments
     from revela_hf.io import output_lock
-    from revela_hf.training import ModelSpec, objective_settings, train
+    from revela_hf.training import train
 
-    if args.eval_steps and not args.eval_data:
-        raise ValueError("--eval-steps needs --eval-data (the BEIR folder to evaluate on)")
-    layers = args.inbatch_layers
-    spec = ModelSpec(
-        lm=args.lm,
-        retriever=args.retriever,
-        retriever_layers=args.retriever_layers,
-        retriever_lora_r=args.lora_r,
-        lm_lora_r=args.lm_lora_r,
-        freeze_lm=not args.train_lm,
-        share_base=args.share_base,
-        inbatch_layers=layers,
-        temperature=args.temperature,
-        config_overrides={"inbatch_top_k": args.inbatch_top_k, **objective_settings(args.objective, layers)},
-    )
-    training_args = RevelaTrainingArguments(
-        output_dir=args.output,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        warmup_steps=max(1, args.max_steps // 10),
-        lr_scheduler_type="cosine",
-        max_length=args.max_length,
-        retriever_max_length=args.max_length,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        save_steps=args.save_steps,
-        eval_data=args.eval_data,
-        eval_strategy="steps" if args.eval_data else "no",
-        eval_steps=args.eval_steps or args.save_steps,
-        report_to=[],
-        seed=args.seed,
-    )
-    with output_lock(args.output):  # a second `revela train` on this output fails at once
-        trainer = train(spec, args.data, training_args)
-    print(f"retriever saved to {args.output}/retriever ({trainer.state.global_step} steps)")
+    recipe, training_args = parse_train_args(args.argv)
+    with output_lock(training_args.output_dir):  # a second `revela train` on this output fails at once
+        trainer = train(recipe.model_spec(), recipe.data, training_args)
+    print(f"retriever saved to {training_args.output_dir}/retriever ({trainer.state.global_step} steps)")
     return 0
