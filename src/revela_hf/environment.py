@@ -31,8 +31,8 @@ def environment() -> dict[str, Any]:
     from huggingface_hub import constants as hub_constants
 
     from revela_hf import __version__
-    from revela_hf.assets import cache_root
     from revela_hf.dependency_versions import installed_version, supported_requirements, version_problems
+    from revela_hf.local import cache_root
 
     packages = {req.name: installed_version(name) for name, req in supported_requirements().items()}
     packages.update({name: installed_version(name) for name in OPTIONAL_PACKAGES})

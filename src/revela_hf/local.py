@@ -1,12 +1,19 @@
-"""What this machine holds, found without importing or downloading anything: installed package folders and
-this interpreter's library roots; and the progress line of slow local steps (`assets`, `humaneval`, `benchmark_sets`)."""
+"""What this machine holds, found without importing or downloading anything: installed package folders,
+this interpreter's library roots and revela-hf's cache folder; and the progress line of slow local steps (`assets`, `humaneval`, `benchmark_sets`)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import sys
 import sysconfig
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """`cache_dir`, else `$REVELA_HF_CACHE`, else `~/.cache/revela_hf`."""
+    root = cache_dir or os.environ.get("REVELA_HF_CACHE") or pathlib.Path.home() / ".cache" / "revela_hf"
+    return pathlib.Path(root).expanduser()
 
 
 def log(message: str) -> None:
