@@ -109,7 +109,7 @@ def test_cli_push_merge_lora(hub, tmp_path, capsys):
     retriever = _adapted(tiny_decoder(tmp_path / "base"))
     retriever.save_pretrained(tmp_path / "ret")
     assert (tmp_path / "ret" / "adapter_config.json").is_file()
-    assert main(["push", str(tmp_path / "ret"), "tests/revela-merged", "--merge-lora"]) == 0
+    assert main(["push", "tests/revela-merged", str(tmp_path / "ret"), "--merge-lora"]) == 0
     assert "pushed to" in capsys.readouterr().out
     folder = Path(snapshot_download("tests/revela-merged", cache_dir=tmp_path / "cache"))
     assert not any((folder / name).exists() for name in ADAPTER_FILES)

@@ -55,10 +55,17 @@ def test_encode_refuses_a_batch_size_that_is_not_positive(base, batch_size):
 def test_push_keeps_the_training_record_of_the_saved_folder(base, tmp_path, hub):
     card = CardInfo(training_data=["python-docs"], hyperparameters={"objective": "revela", "steps": 7})
     tiny_revela(base, max_length=24).save_pretrained(str(tmp_path / "run" / "retriever"), card=card)
-    assert main(["push", str(tmp_path / "run" / "retriever"), "user/pushed", "--base-model", "tests/tiny-llama"]) == 0
+    assert main(["push", "user/pushed", str(tmp_path / "run" / "retriever"), "--base-model", "tests/tiny-llama"]) == 0
     readme = dict(hub.repos[("models", "user/pushed")].commits[-1][1])["README.md"].decode()
     assert "| steps | `7` |" in readme and "| objective | `revela` |" in readme and "python-docs" in readme
     assert 'SentenceTransformer("user/pushed")' in readme and "base_model: tests/tiny-llama" in readme
+
+
+def test_push_given_the_folder_first_names_the_order_and_uploads_nothing(base, tmp_path, hub):
+    tiny_revela(base, max_length=24).save_pretrained(str(tmp_path / "ret"))
+    with pytest.raises(SystemExit, match="repo id first, then the folder"):
+        main(["push", str(tmp_path / "ret"), "user/pushed"])
+    assert ("models", "user/pushed") not in hub.repos
 
 
 def test_encode_writes_its_npy_file_whole(base, tmp_path):
