@@ -104,7 +104,8 @@ class RevelaConfig(PreTrainedConfig):
             Softmax temperature of the retriever's distribution P(k | query) over the K candidates; the bias added to
             the keys of candidate k is log(K * P(k | query)).
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
-            Whether the model's input and output embeddings are tied. The LM's own config decides that for the LM.
+            Whether transformers ties input and output embeddings at the level of the whole Revela model. Whether
+            the LM's head is tied to its embeddings follows `lm_config.tie_word_embeddings`.
 
     Example:
 
