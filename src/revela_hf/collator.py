@@ -41,14 +41,73 @@ def retriever_inputs(
 
 @dataclass
 class RevelaDataCollator:
-    """Turn a dataset row `{"chunks": [...B texts], "sources"?: [...], "doc_ids"?: [...], "full_chunk"?: [...]}`
-    into model inputs.
+    r"""Data collator that turns one group of B text chunks into the inputs of [`RevelaForCausalLM`].
 
-    LM side: each chunk + EOS, at most `max_length` tokens, right-padded, labels = ids (-100 on padding).
-    Retriever side: query = `query_prefix` + the first `query_ratio` of the chunk's words (the whole
-    chunk for sources in `full_chunk_sources`, or where the row's `full_chunk` flag says so);
-    passage = `passage_prefix` + the chunk. With doc ids, `same_document` `(B, B)` feeds the
-    trainer's label-free diagnostics. One group per batch: scale with gradient accumulation.
+    It serves the `"revela"` and `"replug"` objectives (REPLUG reads the same group inputs; there is no separate
+    REPLUG collator). A dataset row is `{"chunks": [...B texts], "sources"?: [...], "doc_ids"?: [...],
+    "full_chunk"?: [...]}`, as `revela prepare` writes them, and a batch is exactly one row: scale with gradient
+    accumulation, not with the batch size.
+
+    LM side: each chunk + EOS, at most `max_length` tokens, right-padded; labels = ids (-100 on padding).
+    Retriever side: query = `query_prefix` + the first `ceil(query_ratio * n_words)` words of the chunk (the
+    whole chunk for sources in `full_chunk_sources`, or wherever the row's `full_chunk` flags say so; given, those
+    flags replace the per-source rule); passage = `passage_prefix` + the chunk. Rows without `sources` count as
+    `"text"`. With `doc_ids`, `same_document` `(B, B)` feeds [`RevelaTrainer`]'s label-free diagnostics.
+
+    Use [`RevelaDataCollator.from_model_config`] to take the retriever settings from a [`RevelaConfig`];
+    [`RevelaTrainer`] builds one that way when it is given no `data_collator`.
+
+    Args:
+        tokenizer ([`PreTrainedTokenizerBase`]):
+            The LM's tokenizer; it must have an EOS token.
+        retriever_tokenizer ([`PreTrainedTokenizerBase`], *optional*):
+            The retriever's tokenizer, when it differs from the LM's. Defaults to `tokenizer`.
+        max_length (`int`, *optional*, defaults to 160):
+            LM tokens per chunk, EOS included; longer chunks are truncated.
+        retriever_max_length (`int`, *optional*, defaults to 160):
+            Retriever tokens per query and per passage, prefix and EOS included.
+        query_ratio (`float`, *optional*, defaults to 0.5):
+            Share of a chunk's words (at least one) that forms its query.
+        full_chunk_sources (`Sequence[str]`, *optional*, defaults to `["code"]`):
+            Sources whose query is the whole chunk.
+        query_prefix (`str`, *optional*, defaults to `"Query: "`):
+            Text put before every query.
+        passage_prefix (`str`, *optional*, defaults to `"Passage: "`):
+            Text put before every passage.
+        append_eos (`bool`, *optional*, defaults to `True`):
+            Whether every retriever input ends with EOS (what `"eos"` pooling reads). The LM inputs always do.
+
+    Returns (when called on a list of one row):
+        `dict[str, torch.Tensor]` with `input_ids`, `attention_mask` and `labels` `(B, L)`; `query_input_ids` and
+        `query_attention_mask` `(B, Lq)`; `passage_input_ids` and `passage_attention_mask` `(B, Lp)`; and, when
+        the row has `doc_ids`, `same_document` `(B, B)` (bool). It raises a `ValueError` for a batch of more than
+        one row, a row without `chunks` or with fewer than 2, and a group left with no token to predict.
+
+    Example:
+
+    ```python
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> from revela_hf import RevelaDataCollator
+
+    >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+    >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    >>> tokenizer = PreTrainedTokenizerFast(
+    ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    ... )
+
+    >>> collator = RevelaDataCollator(tokenizer, max_length=16)
+    >>> row = {"chunks": ["the cat sat on a mat", "a dog ran in the park", "the cat ran"], "doc_ids": ["a", "b", "a"]}
+    >>> batch = collator([row])
+    >>> batch["input_ids"].shape  # (B, L): the longest chunk + EOS
+    torch.Size([3, 7])
+    >>> tokenizer.decode(batch["query_input_ids"][0])  # prefix + the first half of the words + EOS
+    'Query: the cat sat [EOS]'
+    >>> batch["same_document"][0].tolist()
+    [True, False, True]
+
+    ```
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -112,22 +171,82 @@ class RevelaDataCollator:
 
 @dataclass
 class DreamDataCollator:
-    """DREAM rows `{"query": str, "target": str, "candidates": [K texts], "positives"?: [K bools]}` -> model inputs.
+    r"""Data collator that turns DREAM rows into the inputs of a [`RevelaForCausalLM`] with `objective="dream"`.
 
-    A feature may also be a group row whose fields are lists (N queries); all rows of all features
-    form one batch. LM side, one left-padded sequence per row (left padding puts every target at
-    the end, so the model computes logits for the target window only):
+    A row is `{"query": str, "target": str, "candidates": [K texts], "positives"?: [K bools]}`. A feature may also
+    be a group row whose fields are lists (N queries, as `revela_hf.objectives.dream_rows_from_groups` builds
+    them); all rows of all features form one batch of N rows. LM side, one left-padded sequence per row (left
+    padding puts every target at the end, so the model computes logits for the target window only):
 
         [BOS] cand_1 SEP ... cand_K SEP query target EOS
 
-    (BOS where the tokenizer adds one; SEP = `separator`, the EOS token by default; each candidate at
-    most `candidate_max_length` tokens, the query `query_max_length`, the target + EOS
-    `target_max_length`). `labels` are -100 except on the target and its EOS; `candidate_spans`
-    `(N, K, 2)` holds each candidate's [start, end) positions and `candidate_mask` `(N, K)` which
-    candidates are real (rows with fewer candidates are padded at the end). Retriever side:
-    `query_prefix` + query `(N, Lq)`, `passage_prefix` + every real candidate `(M, Lp)`, row-major.
-    With `positives`, `same_document` `(N, K)` marks them (the trainer's `top1_same_doc` then reads
-    "the retriever's top candidate is a positive").
+    (BOS where the tokenizer adds one; SEP = `separator`, the EOS token by default). `labels` are -100 except on
+    the target and its EOS; `candidate_spans` `(N, K, 2)` holds each candidate's [start, end) positions and
+    `candidate_mask` `(N, K)` which candidates are real (rows with fewer candidates are padded at the end).
+    Retriever side: `query_prefix` + query `(N, Lq)`, `passage_prefix` + every real candidate `(M, Lp)`,
+    row-major (M = the number of real candidates). With `positives`, `same_document` `(N, K)` marks them
+    ([`RevelaTrainer`]'s `top1_same_doc` then reads "the retriever's top candidate is a positive").
+
+    Args:
+        tokenizer ([`PreTrainedTokenizerBase`]):
+            The LM's tokenizer; it must have an EOS token.
+        retriever_tokenizer ([`PreTrainedTokenizerBase`], *optional*):
+            The retriever's tokenizer, when it differs from the LM's. Defaults to `tokenizer`.
+        candidate_max_length (`int`, *optional*, defaults to 160):
+            LM tokens per candidate (separator not counted); longer candidates are cut.
+        query_max_length (`int`, *optional*, defaults to 80):
+            LM tokens of the query.
+        target_max_length (`int`, *optional*, defaults to 80):
+            LM tokens of the target, its EOS included.
+        retriever_max_length (`int`, *optional*, defaults to 160):
+            Retriever tokens per query and per candidate passage, prefix and EOS included.
+        query_prefix (`str`, *optional*, defaults to `"Query: "`):
+            Text put before every query on the retriever side.
+        passage_prefix (`str`, *optional*, defaults to `"Passage: "`):
+            Text put before every candidate on the retriever side.
+        append_eos (`bool`, *optional*, defaults to `True`):
+            Whether every retriever input ends with EOS (what `"eos"` pooling reads).
+        separator (`str`, *optional*):
+            Text between candidates in the LM sequence. Defaults to the EOS token.
+
+    Returns (when called on a list of rows):
+        `dict[str, torch.Tensor]` with `input_ids`, `attention_mask` and `labels` `(N, T)`; `candidate_spans`
+        `(N, K, 2)`; `candidate_mask` `(N, K)` (bool); `query_input_ids` and `query_attention_mask` `(N, Lq)`;
+        `passage_input_ids` and `passage_attention_mask` `(M, Lp)`; and, when rows have `positives`,
+        `same_document` `(N, K)` (bool). It raises a `ValueError` for a row missing `query`, `target` or
+        `candidates`, a row without candidates, `positives` of the wrong length, and an empty batch.
+
+    Example:
+
+    ```python
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> from revela_hf import DreamDataCollator
+
+    >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+    >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    >>> tokenizer = PreTrainedTokenizerFast(
+    ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    ... )
+
+    >>> collator = DreamDataCollator(tokenizer)
+    >>> rows = [
+    ...     {"query": "the cat", "target": "sat on a mat", "candidates": ["a cat sat", "a dog ran"],
+    ...      "positives": [True, False]},
+    ...     {"query": "a dog", "target": "ran", "candidates": ["the dog ran in the park"]},
+    ... ]
+    >>> batch = collator(rows)
+    >>> batch["input_ids"].shape  # (N, T), left-padded
+    torch.Size([2, 15])
+    >>> batch["candidate_mask"].tolist()  # (N, K): the second row has one candidate
+    [[True, True], [True, False]]
+    >>> batch["passage_input_ids"].shape[0]  # M: every real candidate
+    3
+    >>> tokenizer.decode(batch["input_ids"][1], skip_special_tokens=False)
+    '[PAD] [PAD] [PAD] [PAD] the dog ran in the park [EOS] a dog ran [EOS]'
+
+    ```
     """
 
     tokenizer: PreTrainedTokenizerBase

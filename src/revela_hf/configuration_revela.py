@@ -13,42 +13,123 @@ OBJECTIVES = ("revela", "dream", "replug")
 
 
 class RevelaConfig(PreTrainedConfig):
-    r"""Configuration of a [`RevelaForCausalLM`].
+    r"""Configuration class to store the configuration of a [`RevelaForCausalLM`].
+
+    A Revela model pairs a decoder language model with a retriever. The configuration holds the config of each of
+    the two networks and the settings of how they are trained together: the retriever scores every pair of chunks in
+    a group, the softmax of those scores (Sim) weights an extra in-batch attention term in the LM, and the LM's
+    next-token loss trains both. The same configuration also selects one of two retriever-only objectives, REPLUG
+    and DREAM, that keep the LM frozen (see `revela_hf.objectives`). Most values are checked when the configuration
+    is built, so a bad setting fails here rather than in the middle of training; the REPLUG and DREAM settings are
+    checked by the forward pass that uses them.
+
+    Configuration objects inherit from [`PreTrainedConfig`] and can be used to control the model outputs. Read the
+    documentation from [`PreTrainedConfig`] for more information.
 
     Args:
-        lm_config: config of the decoder LM that receives the in-batch attention.
-        retriever_config: config of the retriever backbone; None = the LM's base model architecture
-            (`from_parts(lm)` then copies the LM's base weights into the retriever, or shares them).
-        temperature: softmax temperature of Sim(i, j) (the paper: 1e-4).
-        v_norm: V-normalise the in-batch term (METHOD.md; on for text, reported better off for code).
-        exclude_diagonal: a chunk gives itself no weight.
-        query_ratio: the retriever's query side of chunk i is its first `query_ratio` of words.
-        full_chunk_sources: sources whose query side is the whole chunk (code, by default).
-        pooling / query_prefix / passage_prefix / retriever_max_length: retriever settings.
-        inbatch_layers: indices of the LM layers that receive the in-batch term (None = all; negative
-            indices count from the top).
-        freeze_lm: keep every LM weight fixed; the clean pass then runs under no_grad and, when
-            `inbatch_layers` is a top block, the weighted pass recomputes only that block.
-        detach_clean_kv: stop gradients through the clean pass's key/value.
-        inbatch_top_k: sparse in-batch attention: each chunk attends only to the k chunks with the
-            largest Sim(i, .), weights kept as-is (see `inbatch_attention(top_k=)`); None = exact.
-        lm_lora / retriever_lora: `peft.LoraConfig` dicts injected at construction (None = no LoRA).
-        share_base: one copy of the base weights: the retriever backbone is built on the LM's own base
-            model parameters (its first `retriever_config.num_hidden_layers` layers, embeddings and final
-            norm), with the retriever's LoRA adapter on modules of its own, so LM forwards never see it.
-            Those weights must stay fixed: needs `retriever_lora`, and `freeze_lm=True` or `lm_lora`.
-        objective: "revela", "dream" or "replug" (the last two need `freeze_lm=True`; see
-            `revela_hf.objectives`).
-        replug_retriever_temperature / replug_lm_temperature: tau_r and tau_lm of REPLUG's
-            P_retriever(j|i) = softmax_j(cos/tau_r) and P_LM(j|i) = softmax_j(-loss_LM(i|j)/tau_lm).
-        replug_target: "second_half" (score the tokens of chunk i after its first `query_ratio`,
-            given chunk j and that first part, as REPLUG does) or "all" (score all of chunk i given j).
-        replug_pair_batch_size: (j, i) concatenations per no-grad LM forward when scoring pairs.
-        dream_layers: LM layers whose selected heads take the retriever bias (None = all layers).
-        dream_heads: heads of those layers: None = all heads, a list of [layer, head] pairs (then
-            `dream_layers` may be None), or one list of heads per entry of `dream_layers`.
-        dream_temperature: softmax temperature of the retriever's candidate distribution P(k|query);
-            the bias added to candidate k's keys is log(K * P(k|query)).
+        lm_config (`dict` or [`PreTrainedConfig`], *optional*):
+            Config of the decoder LM that receives the in-batch attention. A dict is read as the config of its
+            `model_type` (Llama when it names none); left unset, a default `LlamaConfig` is used.
+        retriever_config (`dict` or [`PreTrainedConfig`], *optional*):
+            Config of the retriever backbone. Defaults to a copy of `lm_config`: the LM's own architecture.
+            [`RevelaForCausalLM.from_parts`] then fills the retriever with a copy of the LM's base weights (or, with
+            `share_base=True`, the very same weights); building the model from the config alone initialises it
+            randomly.
+        temperature (`float`, *optional*, defaults to 1e-4):
+            Softmax temperature of Sim(i, j) = softmax over j of cos(q_i, p_j) / `temperature` (the paper's value).
+            Must be positive.
+        v_norm (`bool`, *optional*, defaults to `True`):
+            Whether to V-normalise the in-batch attention term (METHOD.md §1). The paper uses it on text and reports
+            it better off for code.
+        exclude_diagonal (`bool`, *optional*, defaults to `True`):
+            Whether a chunk is left out of its own Sim row, so that chunk i gives itself no weight.
+        query_ratio (`float`, *optional*, defaults to 0.5):
+            Share of a chunk's words that forms its retriever query: the query side of chunk i is its first
+            `ceil(query_ratio * n_words)` words. Must lie in (0, 1].
+        full_chunk_sources (`list[str]`, *optional*, defaults to `["code"]`):
+            Sources whose query side is the whole chunk instead of its first `query_ratio` of words.
+        pooling (`str`, *optional*, defaults to `"eos"`):
+            How the retriever turns hidden states into one embedding: `"eos"` (an EOS token is appended and its last
+            hidden state is the embedding), `"last"`, `"mean"` or `"cls"`.
+        query_prefix (`str`, *optional*, defaults to `"Query: "`):
+            Text put before every query the retriever encodes.
+        passage_prefix (`str`, *optional*, defaults to `"Passage: "`):
+            Text put before every passage the retriever encodes.
+        retriever_max_length (`int`, *optional*, defaults to 512):
+            Longest input, in tokens, the retriever encodes; longer texts are truncated.
+        inbatch_layers (`list[int]`, *optional*):
+            Indices of the LM layers that receive the in-batch term; negative indices count from the top. Defaults to
+            every layer. Every index must name a layer of the LM.
+        freeze_lm (`bool`, *optional*, defaults to `False`):
+            Whether to keep every LM weight fixed and train the retriever alone. The clean pass then runs without
+            gradients and, when `inbatch_layers` is a top block of layers, the in-batch pass recomputes only that
+            block. `lm_lora` is not applied to a frozen LM.
+        detach_clean_kv (`bool`, *optional*, defaults to `False`):
+            Whether to stop gradients through the keys and values that the clean pass records.
+        inbatch_top_k (`int`, *optional*):
+            Sparse in-batch attention: each chunk attends only to the `inbatch_top_k` chunks with the largest
+            Sim(i, .), whose weights are used as they are (not renormalised). Must be a positive integer; unset, the
+            exact sum over all chunks is computed.
+        lm_lora (`dict`, *optional*):
+            Keyword arguments of a `peft.LoraConfig` whose adapter is injected into the LM at construction. Unset,
+            the LM trains without LoRA (or not at all, with `freeze_lm=True`).
+        retriever_lora (`dict`, *optional*):
+            Keyword arguments of a `peft.LoraConfig` whose adapter is injected into the retriever backbone at
+            construction. Unset, the retriever trains all its weights.
+        share_base (`bool`, *optional*, defaults to `False`):
+            Whether to keep one copy of the base weights in memory: the retriever backbone is built on the LM's own
+            base model parameters (its first `retriever_config.num_hidden_layers` layers, the embeddings and the
+            final norm), with the retriever's LoRA adapter on modules of its own, so LM forwards never see it. The
+            shared weights must stay fixed: it needs `retriever_lora`, and `freeze_lm=True` or `lm_lora`.
+        objective (`str`, *optional*, defaults to `"revela"`):
+            Training objective: `"revela"` (in-batch attention), `"replug"` or `"dream"`. The last two train the
+            retriever only and need an LM without trainable weights (`freeze_lm=True`), which the forward pass
+            checks.
+        replug_retriever_temperature (`float`, *optional*, defaults to 1e-3):
+            REPLUG's retriever temperature tau_r in P_R(j | i) = softmax_j(cos(q_i, p_j) / tau_r).
+        replug_lm_temperature (`float`, *optional*, defaults to 1e-3):
+            REPLUG's LM temperature tau_lm in P_LM(j | i) = softmax_j(-loss_LM(i | j) / tau_lm).
+        replug_target (`str`, *optional*, defaults to `"second_half"`):
+            The tokens of chunk i that REPLUG scores given chunk j: `"second_half"` scores those after its first
+            `query_ratio` (the query part, as REPLUG does), `"all"` scores the whole chunk.
+        replug_pair_batch_size (`int`, *optional*, defaults to 16):
+            Number of (chunk j, chunk i) concatenations per no-grad LM forward when REPLUG scores the pairs.
+        dream_layers (`list[int]`, *optional*):
+            LM layers whose selected heads take DREAM's retriever bias; negative indices count from the top. Defaults
+            to every layer.
+        dream_heads (`list`, *optional*):
+            Heads of those layers that take the bias: unset for every head, a list of `[layer, head]` pairs (then
+            `dream_layers` may be unset), or one list of heads per entry of `dream_layers`.
+        dream_temperature (`float`, *optional*, defaults to 0.05):
+            Softmax temperature of the retriever's distribution P(k | query) over the K candidates; the bias added to
+            the keys of candidate k is log(K * P(k | query)).
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            Whether transformers ties input and output embeddings at the level of the whole Revela model. Whether
+            the LM's head is tied to its embeddings follows `lm_config.tie_word_embeddings`.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from revela_hf import RevelaConfig, RevelaForCausalLM
+
+    >>> # A tiny 2-layer Llama as the LM; the retriever gets the same architecture
+    >>> lm_config = LlamaConfig(
+    ...     vocab_size=32, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+    ... )
+    >>> configuration = RevelaConfig(lm_config=lm_config, inbatch_layers=[-1])
+    >>> configuration.resolved_inbatch_layers()
+    [1]
+    >>> configuration.retriever_config.num_hidden_layers
+    2
+
+    >>> # Initializing a model (with random weights) from the configuration
+    >>> model = RevelaForCausalLM(configuration)
+
+    >>> # Accessing the model configuration
+    >>> configuration = model.config
+
+    ```
     """
 
     model_type = "revela"

@@ -55,7 +55,66 @@ class RevelaPreTrainedModel(PreTrainedModel):
 
 
 class RevelaForCausalLM(RevelaPreTrainedModel):
-    """A causal LM trained together with a retriever through in-batch attention (Revela)."""
+    r"""A causal language model trained together with a retriever through in-batch attention (Revela).
+
+    One training example is a group of B text chunks. The retriever (`model.retriever`, a [`RevelaRetriever`]) embeds
+    every chunk as a query and as a passage and turns their cosines into in-batch weights Sim `(B, B)`. The LM
+    (`model.lm`) then runs twice: a clean pass records the keys and values of the layers in
+    `config.inbatch_layers`, and a second pass adds, in those layers, the attention of chunk i over every other
+    chunk j weighted by Sim(i, j), and computes the next-token loss. That loss reaches the retriever only through
+    Sim, so the retriever learns which chunks help the LM predict a chunk. With `config.objective` set to
+    `"replug"` or `"dream"` the same model trains the retriever alone against a frozen LM instead (see
+    `revela_hf.objectives`). After training, `model.retriever` is the dense retriever to keep.
+
+    Args:
+        config ([`RevelaConfig`]):
+            Model configuration. Built from the configuration alone, both networks are randomly initialised; use
+            [`RevelaForCausalLM.from_parts`] to start from pretrained models.
+        lm ([`PreTrainedModel`], *optional*):
+            The causal LM to use instead of a new one built from `config.lm_config`. Its attention layers are patched
+            to take the in-batch term.
+        retriever_backbone ([`PreTrainedModel`], *optional*):
+            The base model the retriever encodes with, instead of a new one built from `config.retriever_config`.
+            Must be left unset with `config.share_base`, where the backbone is built on the LM's own weights.
+
+    Example:
+
+    ```python
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import LlamaConfig, PreTrainedTokenizerFast
+    >>> from revela_hf import RevelaConfig, RevelaDataCollator, RevelaForCausalLM
+
+    >>> # A word-level tokenizer built in memory (ids 0-2 are [PAD], [UNK], [EOS])
+    >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+    >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    >>> tokenizer = PreTrainedTokenizerFast(
+    ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    ... )
+
+    >>> # A tiny 2-layer LM; the retriever gets the same architecture
+    >>> lm_config = LlamaConfig(
+    ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+    ... )
+    >>> model = RevelaForCausalLM(RevelaConfig(lm_config=lm_config))
+
+    >>> # One group of B = 3 chunks -> LM inputs and retriever inputs
+    >>> collator = RevelaDataCollator.from_model_config(tokenizer, None, model.config)
+    >>> batch = collator([{"chunks": ["the cat sat on a mat", "a dog ran in the park", "the cat ran"]}])
+    >>> outputs = model(**batch)
+    >>> outputs.logits.shape  # (B, L, vocab)
+    torch.Size([3, 7, 15])
+    >>> outputs.inbatch_weights.shape  # Sim, (B, B): each row sums to 1, zero on the diagonal
+    torch.Size([3, 3])
+
+    >>> # The next-token loss trains the retriever too
+    >>> outputs.loss.backward()
+    >>> model.retriever.backbone.embed_tokens.weight.grad is not None
+    True
+
+    ```
+    """
 
     def __init__(
         self,
@@ -183,10 +242,72 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         inbatch_weights: torch.Tensor | None = None,
         **kwargs,
     ) -> RevelaOutput:
-        """input_ids `(B, L)`: the B chunks of one group; query_/passage_ ids `(B, Lr)`: their retriever
-        inputs; inbatch_weights `(B, B)`: override the retriever (ablations, oracle tests).
+        r"""Run one group of chunks through the retriever and the in-batch LM, and compute the loss.
 
-        Without retriever inputs and without weights this is a plain LM forward.
+        With `config.objective="revela"` the retriever scores the group (unless `inbatch_weights` are given), the LM
+        runs its clean pass and then the in-batch pass, and the loss is the next-token loss of that second pass.
+        Without retriever inputs and without weights this is a plain LM forward. With another `config.objective`,
+        and retriever inputs or weights given, the call goes to that objective's forward (`revela_hf.objectives`),
+        which documents its own inputs and output.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, L)`):
+                Token ids of the B chunks of one group, one chunk per row (right padding, as
+                [`RevelaDataCollator`] builds them).
+            attention_mask (`torch.Tensor` of shape `(B, L)`, *optional*):
+                1 on real tokens, 0 on padding. Padding tokens of chunk j are also masked out of the attention of
+                the other chunks over chunk j.
+            labels (`torch.LongTensor` of shape `(B, L)`, *optional*):
+                Next-token targets, -100 where no loss is taken (usually `input_ids` with -100 on padding; the LM
+                shifts them itself). Without labels no loss is computed.
+            query_input_ids (`torch.LongTensor` of shape `(B, Lq)`, *optional*):
+                The retriever's query side of every chunk (its prefix and first part, EOS-ended for `"eos"`
+                pooling).
+            query_attention_mask (`torch.Tensor` of shape `(B, Lq)`, *optional*):
+                Attention mask of `query_input_ids`.
+            passage_input_ids (`torch.LongTensor` of shape `(B, Lp)`, *optional*):
+                The retriever's passage side of every chunk (its prefix and the whole chunk). Needed whenever
+                `query_input_ids` are given.
+            passage_attention_mask (`torch.Tensor` of shape `(B, Lp)`, *optional*):
+                Attention mask of `passage_input_ids`.
+            inbatch_weights (`torch.Tensor` of shape `(B, B)`, *optional*):
+                Weights to use instead of the retriever's Sim (ablations, oracle tests); the retriever then does not
+                run. They must be floating point, finite and non-negative, and each row must sum to 1 (or be all
+                zero: no in-batch context for that chunk). B must be at least 2.
+            kwargs:
+                Passed on to the LM in a plain LM forward, and to the objective's forward for `"replug"` and
+                `"dream"` (e.g. DREAM's `candidate_spans` and `candidate_mask`).
+
+        Returns:
+            [`RevelaOutput`]: `loss` (the next-token loss of the in-batch pass, when `labels` are given), `logits`
+            `(B, L, vocab_size)`, `similarity` (the retriever's cosines `(B, B)`; `None` when `inbatch_weights` were
+            given) and `inbatch_weights` (the `(B, B)` weights used). A plain LM forward fills `loss` and `logits`
+            only. The other objectives return a [`ReplugOutput`] or a [`DreamOutput`].
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from transformers import LlamaConfig
+        >>> from revela_hf import RevelaConfig, RevelaForCausalLM
+
+        >>> lm_config = LlamaConfig(
+        ...     vocab_size=32, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+        ... )
+        >>> model = RevelaForCausalLM(RevelaConfig(lm_config=lm_config))
+        >>> input_ids = torch.randint(3, 32, (4, 10))  # a group of B = 4 chunks of 10 tokens
+
+        >>> # In-batch pass with given weights: each chunk reads the next one
+        >>> weights = torch.roll(torch.eye(4), shifts=1, dims=1)
+        >>> outputs = model(input_ids, labels=input_ids, inbatch_weights=weights)
+        >>> outputs.logits.shape, outputs.similarity is None
+        (torch.Size([4, 10, 32]), True)
+
+        >>> # No retriever inputs and no weights: a plain LM forward
+        >>> model(input_ids, labels=input_ids).inbatch_weights is None
+        True
+
+        ```
         """
         if inbatch_weights is None and query_input_ids is None:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)

@@ -64,10 +64,60 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
 
 
 class RevelaRetriever(nn.Module):
-    """Dense retriever: `backbone` (any transformers base model) -> pooled, optionally L2-normalised embedding.
+    r"""A dense retriever: a transformers base model whose pooled, optionally L2-normalised hidden states embed text.
 
-    Decoder backbones use "eos" pooling (an EOS token is appended to every text and its final
-    hidden state is the embedding, RepLLaMA style); encoder backbones "mean" or "cls".
+    Queries and passages are encoded with their own text prefix, and a query's score for a passage is the dot
+    product of their embeddings (their cosine, with `normalize=True`). Decoder backbones use `"eos"` pooling: an
+    EOS token is appended to every text and its final hidden state is the embedding (RepLLaMA style); encoder
+    backbones use `"mean"` or `"cls"`. This is the retriever a [`RevelaForCausalLM`] trains (`model.retriever`), and
+    what [`RevelaRetriever.save_pretrained`] writes: a folder that revela-hf, transformers (with peft for an
+    adapter) and sentence-transformers all load.
+
+    Args:
+        backbone ([`PreTrainedModel`]):
+            The base model (without a head, e.g. a `LlamaModel`) that encodes the texts; it may carry a PEFT adapter.
+        tokenizer ([`PreTrainedTokenizerBase`], *optional*):
+            Tokenizer of the backbone. Needed to encode text; without one the retriever only embeds token ids (its
+            `forward`). For `"eos"` pooling it must have an EOS token.
+        pooling (`str`, *optional*, defaults to `"eos"`):
+            How the `(N, L, E)` hidden states become `(N, E)` embeddings: `"eos"` or `"last"` take the last real
+            token (with `"eos"`, [`RevelaRetriever.encode`] appends EOS to every text), `"mean"` averages the real
+            tokens, `"cls"` takes the first position.
+        query_prefix (`str`, *optional*, defaults to `"Query: "`):
+            Text put before every query by [`RevelaRetriever.encode_queries`].
+        passage_prefix (`str`, *optional*, defaults to `"Passage: "`):
+            Text put before every passage by [`RevelaRetriever.encode_corpus`].
+        normalize (`bool`, *optional*, defaults to `True`):
+            Whether to L2-normalise the embeddings.
+        max_length (`int`, *optional*, defaults to 512):
+            Longest input in tokens, prefix and EOS included; longer texts are truncated (keeping the EOS).
+
+    Example:
+
+    ```python
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+    >>> from revela_hf import RevelaRetriever
+
+    >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+    >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    >>> tokenizer = PreTrainedTokenizerFast(
+    ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    ... )
+    >>> config = LlamaConfig(
+    ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+    ... )
+    >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
+
+    >>> queries = retriever.encode_queries(["where is the cat"], show_progress_bar=False)
+    >>> passages = retriever.encode_corpus(["the cat sat on a mat", "a dog ran in the park"], show_progress_bar=False)
+    >>> scores = queries @ passages.T  # (queries, passages) cosine similarities
+    >>> scores.shape
+    torch.Size([1, 2])
+
+    ```
     """
 
     def __init__(
@@ -129,17 +179,58 @@ class RevelaRetriever(nn.Module):
         card: CardInfo | None = None,
         merge_lora: bool = False,
     ) -> None:
-        """Write a folder every loader reads (see `revela_hf.hub`).
+        r"""Save the retriever to a folder that [`RevelaRetriever.from_pretrained`], transformers and
+        sentence-transformers all load (see `revela_hf.hub`).
 
-        It holds the backbone (the adapter only when LoRA is attached), the tokenizer (appending
-        EOS itself for "eos" pooling), `revela_retriever.json`, the sentence-transformers files
-        and a README.md model card. With `merge_lora` an attached adapter is merged into a copy of
-        the backbone, whose full weights are written instead (the live retriever keeps its
-        adapter): the folder then loads without peft. `base_model` (a Hub id) replaces the base
-        model path recorded in the adapter config and the card; `repo_id` and `card` (default: the
-        card it was loaded with) fill the model card, and `card` is kept in `revela_card.json`.
-        The folder appears complete or not at all (`revela_hf.io`); an existing one is replaced
-        only if empty or written by revela.
+        The folder holds the backbone (only its adapter when a LoRA adapter is attached), the tokenizer (for a fast
+        tokenizer and `"eos"` pooling, one that appends EOS itself, so other loaders embed the same tokens),
+        the settings in `revela_retriever.json`, the sentence-transformers files and a `README.md` model card. It
+        appears complete or not at all (`revela_hf.io`): it is built next to `save_directory` and moved into place
+        at the end.
+
+        Args:
+            save_directory (`str`):
+                Folder to write. An existing one is replaced only if it is empty or is a retriever folder revela-hf
+                wrote; anything else raises `OutputExistsError`.
+            repo_id (`str`, *optional*):
+                Name the model card is headed with and loads from. Defaults to the folder's name.
+            base_model (`str`, *optional*):
+                Hub id of the backbone's base model, written in place of the (possibly local) path recorded in the
+                adapter config and the model card, so that an adapter can find its base model anywhere.
+            card (`revela_hf.model_card.CardInfo`, *optional*):
+                How the retriever was trained and scored, for the model card; also kept in `revela_card.json`.
+                Defaults to the card the retriever was loaded with, if any.
+            merge_lora (`bool`, *optional*, defaults to `False`):
+                Whether to merge an attached adapter into a copy of the backbone and write those full weights instead
+                of the adapter, so the folder loads without peft. The retriever itself keeps its adapter.
+
+        Example:
+
+        ```python
+        >>> import tempfile
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+        >>> from revela_hf import RevelaRetriever
+
+        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        >>> tokenizer = PreTrainedTokenizerFast(
+        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+        ... )
+        >>> config = LlamaConfig(
+        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+        ... )
+        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
+
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     retriever.save_pretrained(folder)
+        ...     reloaded = RevelaRetriever.from_pretrained(folder)
+        >>> reloaded.settings() == retriever.settings()
+        True
+
+        ```
         """
         target = Path(save_directory)
         with publishing(target, RETRIEVER_KIND, overwrite=True) as folder:
@@ -195,14 +286,63 @@ class RevelaRetriever(nn.Module):
     def from_pretrained(
         cls, path: str, revision: str | None = None, token: str | None = None, **overrides: Any
     ) -> "RevelaRetriever":
-        """Load a folder or Hub repo written by `save_pretrained` (a LoRA adapter loads base + adapter).
+        r"""Load a retriever from a local folder or a Hub repository written by [`RevelaRetriever.save_pretrained`].
 
-        Official Revela releases (see `is_official_revela`) load with their settings: EOS pooling,
-        "query: "/"passage: " prefixes, normalised embeddings, and the base model's tokenizer when
-        the adapter ships none. Any other adapter without `revela_retriever.json` (e.g. a save cut
-        short by an older version) is refused unless `overrides` give its pooling and prefixes. An
-        adapter's base model loads with the config values the folder records (its depth: an adapter
-        trained on the first N layers of a deeper model loads on those N layers only).
+        A folder holding a LoRA adapter loads its base model and then the adapter; the base model loads with the
+        config values the folder records (its depth: an adapter trained on the first N layers of a deeper model
+        loads on those N layers only). The tokenizer is the folder's own, or the adapter's base model's when the
+        folder ships none. Official Revela releases (see `is_official_revela`) load with their own settings: EOS
+        pooling, `"query: "` / `"passage: "` prefixes and normalised embeddings. A plain model folder without
+        `revela_retriever.json` loads with the default settings.
+
+        Args:
+            path (`str`):
+                A local folder, or the id of a Hub repository (`hf://user/name` asks for the Hub explicitly). A
+                missing name that looks like a local path is an error, never a download.
+            revision (`str`, *optional*):
+                Branch, tag or commit of the Hub repository to download.
+            token (`str`, *optional*):
+                Hub token, for private repositories.
+            overrides (`dict[str, Any]`, *optional*):
+                Settings that replace the saved ones: `pooling`, `query_prefix`, `passage_prefix`, `normalize`,
+                `max_length`.
+
+        Returns:
+            [`RevelaRetriever`]: the loaded retriever, with the tokenizer and the model card info (`card`) it was
+            saved with.
+
+        Raises:
+            `IncompleteOutputError`: for a folder holding an adapter but no `revela_retriever.json` that is not an
+            official Revela release (e.g. a save cut short), unless `overrides` give `pooling`, `query_prefix` and
+            `passage_prefix`.
+
+        Example:
+
+        ```python
+        >>> import tempfile
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+        >>> from revela_hf import RevelaRetriever
+
+        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        >>> tokenizer = PreTrainedTokenizerFast(
+        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+        ... )
+        >>> config = LlamaConfig(
+        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+        ... )
+        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
+
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     retriever.save_pretrained(folder)
+        ...     reloaded = RevelaRetriever.from_pretrained(folder, max_length=128)
+        >>> reloaded.pooling, reloaded.query_prefix, reloaded.max_length
+        ('eos', 'Query: ', 128)
+
+        ```
         """
         folder = resolve_model_dir(path, revision=revision, token=token)
         settings = {**saved_settings(folder, overrides), **overrides}
@@ -266,9 +406,94 @@ class RevelaRetriever(nn.Module):
         return out
 
     def encode_queries(self, queries: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> torch.Tensor:
+        r"""Embed search queries, each with `query_prefix` put before it (see [`RevelaRetriever.encode`]).
+
+        Runs without gradients and in eval mode (the retriever's mode is restored afterwards), on the device of
+        the retriever's parameters. Texts are truncated to `max_length` tokens, prefix and EOS included.
+
+        Args:
+            queries (`list[str]`):
+                The query texts (a list, not a single string).
+            batch_size (`int`, *optional*, defaults to 32):
+                Texts per forward pass; a positive integer.
+            show_progress_bar (`bool`, *optional*, defaults to `True`):
+                Whether to show a progress bar (on stderr).
+
+        Returns:
+            `torch.Tensor` of shape `(len(queries), hidden_size)`: float32 embeddings on the CPU, in the order of
+            `queries` (L2-normalised with `normalize=True`).
+
+        Example:
+
+        ```python
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+        >>> from revela_hf import RevelaRetriever
+
+        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        >>> tokenizer = PreTrainedTokenizerFast(
+        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+        ... )
+        >>> config = LlamaConfig(
+        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+        ... )
+        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
+
+        >>> retriever.encode_queries(["where is the cat", "who ran"], show_progress_bar=False).shape
+        torch.Size([2, 64])
+
+        ```
+        """
         return self.encode(queries, self.query_prefix, batch_size, show_progress_bar)
 
     def encode_corpus(self, corpus: list[str], batch_size: int = 32, show_progress_bar: bool = True) -> torch.Tensor:
+        r"""Embed the passages of a corpus, each with `passage_prefix` put before it (see [`RevelaRetriever.encode`]).
+
+        Runs without gradients and in eval mode (the retriever's mode is restored afterwards), on the device of
+        the retriever's parameters. Texts are truncated to `max_length` tokens, prefix and EOS included; batches
+        are formed longest text first, so little compute goes to padding.
+
+        Args:
+            corpus (`list[str]`):
+                The passage texts (a list, not a single string).
+            batch_size (`int`, *optional*, defaults to 32):
+                Texts per forward pass; a positive integer.
+            show_progress_bar (`bool`, *optional*, defaults to `True`):
+                Whether to show a progress bar (on stderr).
+
+        Returns:
+            `torch.Tensor` of shape `(len(corpus), hidden_size)`: float32 embeddings on the CPU, in the order of
+            `corpus` (L2-normalised with `normalize=True`).
+
+        Example:
+
+        ```python
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+        >>> from revela_hf import RevelaRetriever
+
+        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        >>> tokenizer = PreTrainedTokenizerFast(
+        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+        ... )
+        >>> config = LlamaConfig(
+        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+        ... )
+        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
+
+        >>> corpus = ["the cat sat on a mat", "a dog ran in the park", "the cat ran"]
+        >>> passages = retriever.encode_corpus(corpus, batch_size=2, show_progress_bar=False)
+        >>> passages.shape, passages.dtype
+        (torch.Size([3, 64]), torch.float32)
+
+        ```
+        """
         return self.encode(corpus, self.passage_prefix, batch_size, show_progress_bar)
 
 

@@ -28,20 +28,64 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RevelaTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with the defaults of in-batch training.
+    r"""[`TrainingArguments`] for [`RevelaTrainer`], with the defaults of in-batch training and a few fields of its own.
 
-    One optimisation example is one GROUP of chunks, so `per_device_train_batch_size` is 1 group;
-    use `gradient_accumulation_steps` for more groups per update (the paper: 8 x 4 GPUs).
+    One optimisation example is one GROUP of chunks, so a device step takes exactly one group
+    (`per_device_train_batch_size=1`); use `gradient_accumulation_steps` for more groups per update (the paper:
+    8 steps on each of 4 GPUs). Every other [`TrainingArguments`] field keeps its meaning and default. Building the
+    arguments checks the installed versions of the stack (deepspeed's too, when `deepspeed` is set). Below are the
+    fields this class adds and those whose default it changes; the `help` of each field (what
+    `revela train --help` prints) says the same in short.
+
+    Args:
+        per_device_train_batch_size (`int`, *optional*, defaults to 1):
+            Groups per device step. [`RevelaTrainer`] accepts only 1 (TrainingArguments' default is 8).
+        learning_rate (`float`, *optional*, defaults to 1e-4):
+            The initial learning rate, the paper's (TrainingArguments' default is 5e-5).
+        max_length (`int`, *optional*, defaults to 160):
+            Added. LM tokens per chunk, EOS included (the paper's 160); longer chunks are truncated by the data
+            collator. [`RevelaTrainer`] requires at least 2 (a token to predict, then EOS). For DREAM rows it caps
+            each candidate.
+        retriever_max_length (`int`, *optional*, defaults to 160):
+            Added. Retriever tokens per query and per passage, prefix and EOS included, in the training batches
+            the data collator builds (the retriever's own `max_length` applies when it encodes text).
+        remove_unused_columns (`bool`, *optional*, defaults to `False`):
+            Dataset rows hold text that the data collator tokenises, so no column is dropped before it sees them
+            (TrainingArguments' default is `True`).
+        logging_steps (`int` or `float`, *optional*, defaults to 10):
+            Log every `logging_steps` update steps, or, below 1, that fraction of the total (TrainingArguments'
+            default is 500).
+        eval_data (`str`, *optional*):
+            Added. A BEIR folder (its `test` split) to evaluate the retriever on: [`RevelaTrainer`] then builds a
+            `RetrievalEvaluator.from_beir(eval_data)`, whose scores are logged as `eval_<folder name>_ndcg@10` and
+            so on. Evaluation runs when `evaluate()` is called or, during training, as `eval_strategy` says.
+
+    Example:
+
+    ```python
+    >>> from revela_hf import RevelaTrainingArguments
+
+    >>> args = RevelaTrainingArguments(output_dir="revela-run", gradient_accumulation_steps=8, max_length=128)
+    >>> args.per_device_train_batch_size, args.learning_rate, args.retriever_max_length
+    (1, 0.0001, 160)
+
+    ```
     """
 
     _argument_group_name = "training (RevelaTrainingArguments: TrainingArguments with in-batch defaults)"
 
     per_device_train_batch_size: int = field(default=1, metadata={"help": "Groups per device step (must be 1)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "The initial learning rate (the paper's: 1e-4)."})
-    max_length: int = field(default=160, metadata={"help": "LM tokens per chunk, EOS included (the paper: 160)."})
-    retriever_max_length: int = field(default=160, metadata={"help": "Retriever tokens per query/passage."})
+    max_length: int = field(
+        default=160, metadata={"help": "LM tokens per chunk, EOS included (the paper: 160; at least 2)."}
+    )
+    retriever_max_length: int = field(
+        default=160, metadata={"help": "Retriever tokens per query/passage in training batches, prefix and EOS included."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Rows hold text; the collator tokenises."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    logging_steps: float = field(
+        default=10, metadata={"help": "Log every N update steps (below 1: that fraction of the total)."}
+    )
     eval_data: str | None = field(
         default=None,
         metadata={"help": "BEIR folder the retriever is evaluated on (metrics eval_<folder name>_ndcg@10, ...)."},
@@ -53,23 +97,84 @@ class RevelaTrainingArguments(TrainingArguments):
 
 
 class RevelaTrainer(Trainer):
-    """Trains a `RevelaForCausalLM` (LM and retriever together) on groups of raw-text chunks.
+    r"""A [`Trainer`] that trains a [`RevelaForCausalLM`] (LM and retriever together) on groups of raw-text chunks.
 
-    Logs, besides the loss: `sim_entropy` (mean entropy of Sim rows, nats: high = undecided),
-    `sim_max` (mean largest weight), and with doc ids `top1_same_doc` (share of chunks whose top
-    neighbour comes from the same document). Every checkpoint (and the final folder) holds the trainable
-    state only, never a copy of frozen weights: the trainable tensors, the optimizer, scheduler and RNG
-    states, and the retriever in its own `retriever/` sub-folder, loadable with
-    `RevelaRetriever.from_pretrained`. Resuming rebuilds the frozen weights from the model folders.
+    Each dataset row is one group, e.g. `{"chunks": [...B texts], "sources"?: [...], "doc_ids"?: [...]}` as
+    `revela prepare` writes them (for `objective="dream"`, DREAM rows: see [`DreamDataCollator`]); the data collator
+    turns one row into one training step's batch. Besides the loss it logs `sim_entropy` (mean entropy of the Sim
+    rows in nats: high means undecided), `sim_max` (mean largest weight) and, when rows have `doc_ids`,
+    `top1_same_doc` (share of chunks whose top neighbour comes from the same document).
 
-    Evaluation scores the retriever, not the LM: `evaluate()` (and `eval_strategy="steps"`, `eval_steps=N`
-    during training) runs `evaluator` on `model.retriever` and logs its scores with the `eval_` prefix, e.g.
+    Every checkpoint (and the folder `save_model` writes) holds the trainable state only, never a copy of frozen
+    weights: the trainable tensors (`revela_trainable.safetensors`), the config, the tokenizer, the training
+    arguments, the optimizer, scheduler and RNG states in checkpoints, and the retriever in its own `retriever/`
+    sub-folder, which [`RevelaRetriever.from_pretrained`] loads. Resuming rebuilds the frozen weights from the model
+    folders the config names. This holds under DeepSpeed ZeRO-3 too, where the shards are gathered before saving.
+
+    Evaluation scores the retriever, not the LM: `evaluate()` (and, during training, `eval_strategy="steps"` with
+    `eval_steps=N`) runs `evaluator` on `model.retriever` and logs its scores with the `eval_` prefix, e.g.
     `eval_<name>_ndcg@10`, which `metric_for_best_model` and `load_best_model_at_end` can use.
 
     Args:
+        model ([`RevelaForCausalLM`]):
+            The model to train.
+        args ([`RevelaTrainingArguments`], *optional*):
+            The training arguments. Defaults to `RevelaTrainingArguments(output_dir="revela-output")`.
+            `per_device_train_batch_size` must be 1 and `max_length` at least 2.
+        train_dataset (`datasets.Dataset` or `torch.utils.data.Dataset`, *optional*):
+            The training rows, one group per row.
+        eval_dataset (`datasets.Dataset` or `torch.utils.data.Dataset`, *optional*):
+            Rows for the [`Trainer`]'s own evaluation (the model's loss on them). Cannot be combined with an
+            `evaluator` or `args.eval_data`.
+        processing_class ([`PreTrainedTokenizerBase`], *optional*):
+            The LM's tokenizer. Required unless a `data_collator` is given; saved with every checkpoint.
+        retriever_tokenizer ([`PreTrainedTokenizerBase`], *optional*):
+            The retriever's tokenizer, when it differs from the LM's; defaults to `processing_class`. It becomes
+            `model.retriever.tokenizer` (kept as it is when neither is given).
+        data_collator (`Callable`, *optional*):
+            Turns a list of one row into model inputs. Defaults to the collator of `model.config.objective`
+            ([`DreamDataCollator`] for `"dream"`, [`RevelaDataCollator`] otherwise) with the config's retriever
+            settings and `args.max_length` / `args.retriever_max_length`.
         evaluator (`Callable[[RevelaRetriever], dict[str, float]]`, *optional*):
-            Scores a retriever, e.g. a `RetrievalEvaluator`; defaults to `RetrievalEvaluator.from_beir(args.eval_data)`
-            when `args.eval_data` is set. Takes the place of an `eval_dataset`.
+            Scores a retriever, e.g. a `RetrievalEvaluator`. Defaults to
+            `RetrievalEvaluator.from_beir(args.eval_data)` when `args.eval_data` is set. Takes the place of an
+            `eval_dataset`.
+        kwargs:
+            Passed on to [`Trainer`] (e.g. `callbacks`).
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> from transformers import LlamaConfig, PreTrainedTokenizerFast
+    >>> from revela_hf import RevelaConfig, RevelaForCausalLM, RevelaRetriever, RevelaTrainer, RevelaTrainingArguments
+
+    >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
+    >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    >>> tokenizer = PreTrainedTokenizerFast(
+    ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    ... )
+    >>> lm_config = LlamaConfig(
+    ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
+    ... )
+    >>> model = RevelaForCausalLM(RevelaConfig(lm_config=lm_config))
+
+    >>> # Four groups of four chunks each; a real run reads the rows `revela prepare` writes
+    >>> groups = [{"chunks": ["the cat sat on a mat", "a dog ran in the park", "the cat ran", "a dog sat"]}] * 4
+    >>> with tempfile.TemporaryDirectory() as output_dir:  # doctest: +ELLIPSIS
+    ...     args = RevelaTrainingArguments(output_dir=output_dir, max_steps=2, max_length=16, report_to="none")
+    ...     trainer = RevelaTrainer(model, args, train_dataset=groups, processing_class=tokenizer)
+    ...     train_result = trainer.train()  # prints the run's metrics
+    ...     trainer.save_model()  # the trainable state, and the retriever in retriever/
+    ...     retriever = RevelaRetriever.from_pretrained(f"{output_dir}/retriever")
+    {'train_runtime': ...}
+    >>> train_result.global_step
+    2
+
+    ```
     """
 
     def __init__(
