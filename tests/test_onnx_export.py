@@ -1,0 +1,84 @@
+"""`RevelaRetriever.export_onnx`: one ONNX graph (LoRA merged in, pooling, normalisation) that onnxruntime runs on
+the exported tokenizer's padded batches to the embeddings of `encode_queries`/`encode_corpus`; the folder is written
+atomically and refuses to land on something else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEXTS, tiny_decoder, tiny_revela
+from transformers import AutoTokenizer
+
+from revela_hf.io import OutputExistsError
+from revela_hf.retriever import RevelaRetriever
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+ATOL = 1e-4
+
+
+def _adapted(base, **settings) -> RevelaRetriever:
+    """A tiny retriever whose LoRA adapter moves its embeddings (lora_B perturbed, checked to matter)."""
+    retriever = tiny_revela(base, max_length=24, **settings)
+    with torch.no_grad():
+        for name, param in retriever.backbone.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5 * torch.randn_like(param))
+    plain = RevelaRetriever.from_backbone(str(base), max_length=24, **settings).encode_queries(TEXTS, show_progress_bar=False)
+    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - plain).abs().max() > 1e-2
+    return retriever
+
+
+def _run(session, tokenizer, texts: list[str], prefix: str) -> np.ndarray:
+    enc = tokenizer([prefix + t for t in texts], padding=True, truncation=True, max_length=24, return_tensors="np")
+    assert len({int(n) for n in enc["attention_mask"].sum(axis=1)}) > 1  # a padded batch of different lengths
+    feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+    return session.run(["embeddings"], feeds)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling, normalize", [("eos", True), ("mean", False)])
+def test_onnx_export_gives_the_retrievers_embeddings(tmp_path, pooling, normalize):
+    retriever = _adapted(tiny_decoder(tmp_path / "base"), pooling=pooling, normalize=normalize)
+    queries = retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()
+    passages = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
+
+    folder = retriever.export_onnx(tmp_path / "onnx")
+    assert (folder / "model.onnx").is_file()
+    assert json.loads((folder / "revela_retriever.json").read_text())["pooling"] == pooling
+    assert retriever.backbone._hf_peft_config_loaded  # the live retriever keeps its adapter
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # appends EOS itself for "eos" pooling
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    got_q = _run(session, tokenizer, TEXTS, retriever.query_prefix)
+    got_p = _run(session, tokenizer, TEXTS, retriever.passage_prefix)
+    diff = max(np.abs(got_q - queries).max(), np.abs(got_p - passages).max())
+    print(f"onnx max abs difference ({pooling}): {diff:.2e}")
+    assert diff < ATOL
+    if normalize:
+        np.testing.assert_allclose(np.linalg.norm(got_q, axis=1), 1.0, atol=1e-5)
+
+    fresh = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])  # reloads from disk
+    assert np.abs(_run(fresh, tokenizer, TEXTS[:3], retriever.passage_prefix) - passages[:3]).max() < ATOL
+
+
+def test_onnx_export_refuses_a_foreign_folder_and_an_unknown_pooling(tmp_path):
+    retriever = RevelaRetriever.from_backbone(str(tiny_decoder(tmp_path / "base")), max_length=24)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        retriever.export_onnx(taken)
+    with pytest.raises(OutputExistsError, match="not a folder revela wrote"):
+        retriever.export_onnx(taken, overwrite=True)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+    retriever.pooling = "max"
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        retriever.export_onnx(tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
