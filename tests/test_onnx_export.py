@@ -82,3 +82,19 @@ def test_onnx_export_refuses_a_foreign_folder_and_an_unknown_pooling(tmp_path):
         retriever.export_onnx(tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
+
+@pytest.mark.slow
+def test_cli_export_onnx(tmp_path, capsys):
+    from revela_hf.cli import main
+
+    retriever = _adapted(tiny_decoder(tmp_path / "base"))
+    retriever.save_pretrained(tmp_path / "ret")
+    assert main(["export", str(tmp_path / "ret"), str(tmp_path / "onnx"), "--onnx"]) == 0
+    assert "exported to" in capsys.readouterr().out
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = _run(session, AutoTokenizer.from_pretrained(str(tmp_path / "onnx")), TEXTS, retriever.query_prefix)
+    assert np.abs(got - retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()).max() < ATOL
+    assert main(["export", str(tmp_path / "ret"), str(tmp_path / "onnx"), "--onnx"]) == 2  # exists: one-line error
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "ret"), str(tmp_path / "other")])  # --onnx is required
