@@ -7,6 +7,8 @@ retriever's weights Sim(i, j).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -99,35 +101,53 @@ def check_inbatch_weights(weights: torch.Tensor, group_size: int) -> None:
             )
 
 
-def _attend_to_chunk(
-    flat_query: torch.Tensor,
-    key_j: torch.Tensor,
-    value_j: torch.Tensor,
-    weight_col: torch.Tensor,
+def _weighted_block(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
     scaling: float,
     v_norm: bool,
     eps: float,
 ) -> torch.Tensor:
-    """Weighted contribution of one key chunk j to every query chunk i.
+    """``weight[i] * b_ij`` for the B query chunks i, each against the key chunk j its batch row holds.
 
-    flat_query: `(1, H, B*Lq, D)` all queries of the group in one sequence (attention is
-    non-causal, so the queries are independent); key_j/value_j: `(1, H, Lj, D)` real tokens of
-    chunk j; weight_col: `(B,)` = weights[:, j]. Returns `(B, H, Lq, D)`.
+    query: `(N, H, M, D)`, the B query chunks of Lq tokens either one per row (N = B, M = Lq) or all
+    in one sequence (N = 1, M = B*Lq; attention is non-causal, so the queries are independent);
+    key/value: `(N, Hkv, Lk, D)`; mask: `(N, 1, 1, Lk)` bool (True = real token) or None;
+    weight: `(B,)`. Returns `(B, H, Lq, D)`.
     """
-    _, num_heads, flat_len, head_dim = flat_query.shape
-    group_size = weight_col.shape[0]
+    rows, num_heads, row_len, head_dim = query.shape
+    group_size = weight.shape[0]
+    repeats = num_heads // key.shape[1]
+    if repeats > 1:
+        key = key.repeat_interleave(repeats, dim=1)  # (N, H, Lk, D)
+        value = value.repeat_interleave(repeats, dim=1)
     if v_norm:
         # Append ||V|| as one more value channel (and a zero channel to Q and K so Q.K is
         # unchanged): the same softmax then yields sum_k p_k ||V_k||, the V-norm denominator.
-        value_norm = value_j.norm(dim=-1, keepdim=True)  # (1, H, Lj, 1)
-        value_j = torch.cat([value_j, value_norm], dim=-1)  # (1, H, Lj, D+1)
-        key_j = F.pad(key_j, (0, 1))
-        flat_query = F.pad(flat_query, (0, 1))
-    out = F.scaled_dot_product_attention(flat_query, key_j, value_j, scale=scaling)  # (1, H, B*Lq, D')
-    out = out.view(num_heads, group_size, flat_len // group_size, -1).transpose(0, 1)  # (B, H, Lq, D')
+        value = torch.cat([value, value.norm(dim=-1, keepdim=True)], dim=-1)  # (N, H, Lk, D+1)
+        key = F.pad(key, (0, 1))
+        query = F.pad(query, (0, 1))
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)  # (N, H, M, D')
+    chunks_per_row = group_size // rows
+    out = out.view(rows, num_heads, chunks_per_row, row_len // chunks_per_row, -1)  # (N, H, B/N, Lq, D')
+    out = out.transpose(1, 2).flatten(0, 1)  # (B, H, Lq, D')
     if v_norm:
         out = out[..., :head_dim] / (out[..., head_dim:] + eps)
-    return out * weight_col.view(group_size, 1, 1, 1).to(out.dtype)
+    return out * weight.view(group_size, 1, 1, 1).to(out.dtype)
+
+
+def _sum_blocks(block: Callable[..., torch.Tensor], steps: Iterable[tuple], out: torch.Tensor) -> torch.Tensor:
+    """`out` plus ``block(*args)`` over the steps; under autograd each block is recomputed in backward,
+    so no step's attention is held."""
+    for args in steps:
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            out = out + checkpoint(block, *args, use_reentrant=False)
+        else:
+            out = out + block(*args)
+    return out
 
 
 def inbatch_attention(
@@ -205,24 +225,17 @@ def inbatch_attention(
         if top_k < group_size - 1:
             return _sparse_inbatch_attention(query, key, value, weights, key_padding_mask, top_k, scaling, v_norm, eps)
 
-    repeats = num_heads // num_kv_heads
     flat_query = query.transpose(0, 1).reshape(1, num_heads, group_size * query_len, head_dim)  # (1, H, B*Lq, D)
-    use_checkpoint = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or weights.requires_grad)
-    out = query.new_zeros(group_size, num_heads, query_len, head_dim)
-    for j in range(group_size):
+
+    def chunk(j: int) -> tuple:
+        """Step j: every query chunk against the real tokens of key chunk j."""
         key_j, value_j = key[j : j + 1], value[j : j + 1]  # (1, Hkv, Lk, D)
         if key_padding_mask is not None and not key_padding_mask[j].all():
             real = key_padding_mask[j]
-            key_j, value_j = key_j[:, :, real], value_j[:, :, real]
-        if repeats > 1:
-            key_j = key_j.repeat_interleave(repeats, dim=1)  # (1, H, Lj, D)
-            value_j = value_j.repeat_interleave(repeats, dim=1)
-        args = (flat_query, key_j, value_j, weights[:, j], scaling, v_norm, eps)
-        if use_checkpoint:
-            out = out + checkpoint(_attend_to_chunk, *args, use_reentrant=False)
-        else:
-            out = out + _attend_to_chunk(*args)
-    return out
+            key_j, value_j = key_j[:, :, real], value_j[:, :, real]  # (1, Hkv, Lj, D)
+        return (flat_query, key_j, value_j, weights[:, j], None, scaling, v_norm, eps)
+
+    return _sum_blocks(_weighted_block, (chunk(j) for j in range(group_size)), query.new_zeros(query.shape))
 
 
 def _attend_to_selected(
@@ -242,20 +255,8 @@ def _attend_to_selected(
     in this slot (gathered here, so a checkpoint keeps only the index); mask_s: `(B, 1, 1, Lk)` bool
     (True = real token) or None; weight_s: `(B,)` the selected weights.
     """
-    head_dim = query.shape[-1]
-    repeats = query.shape[1] // key.shape[1]
     key_s, value_s = key.index_select(0, index), value.index_select(0, index)  # (B, Hkv, Lk, D)
-    if repeats > 1:
-        key_s = key_s.repeat_interleave(repeats, dim=1)  # (B, H, Lk, D)
-        value_s = value_s.repeat_interleave(repeats, dim=1)
-    if v_norm:
-        value_s = torch.cat([value_s, value_s.norm(dim=-1, keepdim=True)], dim=-1)  # (B, H, Lk, D+1)
-        key_s = F.pad(key_s, (0, 1))
-        query = F.pad(query, (0, 1))
-    out = F.scaled_dot_product_attention(query, key_s, value_s, attn_mask=mask_s, scale=scaling)  # (B, H, Lq, D')
-    if v_norm:
-        out = out[..., :head_dim] / (out[..., head_dim:] + eps)
-    return out * weight_s.view(-1, 1, 1, 1).to(out.dtype)
+    return _weighted_block(query, key_s, value_s, weight_s, mask_s, scaling, v_norm, eps)
 
 
 def _sparse_inbatch_attention(
@@ -273,18 +274,15 @@ def _sparse_inbatch_attention(
     so each of the k steps is one batched attention of B query chunks against B key chunks."""
     selected = torch.topk(weights.detach(), top_k, dim=-1).indices  # (B, k)
     kept = weights.gather(1, selected)  # (B, k), differentiable
-    use_checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, weights))
-    out = query.new_zeros(query.shape)
-    for slot in range(top_k):
-        index = selected[:, slot]  # (B,)
+
+    def slot(s: int) -> tuple:
+        """Step s: every query chunk against its s-th selected key chunk."""
+        index = selected[:, s]  # (B,)
         mask_s = None
         if key_padding_mask is not None:
             mask_rows = key_padding_mask.index_select(0, index)  # (B, Lk)
             if not mask_rows.all():
                 mask_s = mask_rows[:, None, None, :]
-        args = (query, key, value, index, mask_s, kept[:, slot], scaling, v_norm, eps)
-        if use_checkpoint:
-            out = out + checkpoint(_attend_to_selected, *args, use_reentrant=False)
-        else:
-            out = out + _attend_to_selected(*args)
-    return out
+        return (query, key, value, index, mask_s, kept[:, s], scaling, v_norm, eps)
+
+    return _sum_blocks(_attend_to_selected, (slot(s) for s in range(top_k)), query.new_zeros(query.shape))

@@ -48,9 +48,10 @@ def register(subparsers) -> None:
 def _encoder(name: str | None):
     if name is None:
         return None
-    from revela_hf.data.encoders import HashingEncoder, SentenceTransformerEncoder
+    from revela_hf.data.encoders import HashingEncoder
+    from revela_hf.encoders import SentenceTransformerEncoder
 
-    return HashingEncoder() if name == "hashing" else SentenceTransformerEncoder(name)
+    return HashingEncoder() if name == "hashing" else SentenceTransformerEncoder(name, normalize=True)
 
 
 def _inputs(args: argparse.Namespace) -> list:

@@ -6,7 +6,7 @@ from revela_hf.lazy import lazy_exports
 _EXPORTS = {
     "Chunker": "revela_hf.data.chunking",
     "HashingEncoder": "revela_hf.data.encoders",
-    "SentenceTransformerEncoder": "revela_hf.data.encoders",
+    "SentenceTransformerEncoder": "revela_hf.encoders",
     "STRATEGIES": "revela_hf.data.grouping",
     "Grouping": "revela_hf.data.grouping",
     "group_chunks": "revela_hf.data.grouping",

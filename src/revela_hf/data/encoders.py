@@ -1,8 +1,6 @@
-"""Encoders with the `encode_corpus` interface the embedding strategy and re-grouping use.
-
-`HashingEncoder` is a cheap, training-free bag-of-words encoder (hashed word features projected to
-a dense vector); `SentenceTransformerEncoder` adapts a local sentence-transformers folder.
-"""
+"""`HashingEncoder`, a cheap, training-free `Encoder` for the `embedding` strategy: hashed word
+features projected to a dense vector (`revela_hf.encoders.SentenceTransformerEncoder` adapts a
+sentence-transformers model)."""
 
 from __future__ import annotations
 
@@ -44,17 +42,4 @@ class HashingEncoder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return torch.from_numpy(out / np.maximum(norms, 1e-12))
 
-
-class SentenceTransformerEncoder:
-    """Adapts a sentence-transformers model (a local folder or loaded object) to `encode_corpus`."""
-
-    def __init__(self, model, device: str | None = None):
-        if isinstance(model, str):
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(model, device=device)
-        self.model = model
-
-    def encode_corpus(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False) -> torch.Tensor:
-        return self.model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress_bar,
-                                 convert_to_tensor=True, normalize_embeddings=True).cpu()
+    encode_queries = encode_corpus  # a bag of words encodes queries and documents alike

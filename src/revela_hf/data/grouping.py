@@ -15,12 +15,10 @@ from typing import Callable, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from revela_hf.encoders import Encoder, as_array
+
 STRATEGIES = ("interleave", "document", "bm25", "embedding", "random")
 Search = Callable[[np.ndarray, int], np.ndarray]
-
-
-class Encoder(Protocol):
-    def encode_corpus(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool = False): ...
 
 
 @dataclass
@@ -191,8 +189,7 @@ def encode_to_memmap(encoder: Encoder, texts: Callable[[np.ndarray], list[str]],
     embeddings: np.ndarray | None = None
     for start in tqdm(range(0, n, batch), desc="encoding", unit="batch", disable=not show_progress):
         positions = np.arange(start, min(start + batch, n))
-        vectors = encoder.encode_corpus(texts(positions), batch_size=32, show_progress_bar=False)
-        vectors = np.asarray(vectors.detach().cpu().float() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
+        vectors = as_array(encoder.encode_corpus(texts(positions), batch_size=32, show_progress_bar=False))  # (b, E)
         if embeddings is None:
             embeddings = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, vectors.shape[1]))
         embeddings[start:start + len(positions)] = vectors

@@ -25,9 +25,10 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from revela_hf.data.chunking import Chunker
-from revela_hf.data.grouping import Encoder, encode_to_memmap, group_chunks
+from revela_hf.data.grouping import encode_to_memmap, group_chunks
 from revela_hf.data.readers import DocumentReader
 from revela_hf.data.store import ChunkStore
+from revela_hf.encoders import Encoder
 from revela_hf.io import publishing, temporary_sibling
 
 GROUP_SCHEMA = pa.schema([

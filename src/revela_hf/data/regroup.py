@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
-from revela_hf.data.grouping import Encoder, EmbeddingIndex, neighbour_groups
+from revela_hf.data.grouping import EmbeddingIndex, neighbour_groups
+from revela_hf.encoders import Encoder, as_array
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("chunks", "sources", "doc_ids", "full_chunk")
@@ -75,8 +76,7 @@ class GroupDataset(Dataset):
 def embedding_groups(encoder: Encoder, texts: list[str], group_size: int, seed: int, batch_size: int = 32) -> np.ndarray:
     """Encode `texts` with `encoder` and build embedding neighbour groups (positions into `texts`)."""
     with torch.no_grad():
-        vectors = encoder.encode_corpus(texts, batch_size=batch_size, show_progress_bar=False)
-    embeddings = np.asarray(vectors.detach().float().cpu() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
+        embeddings = as_array(encoder.encode_corpus(texts, batch_size=batch_size, show_progress_bar=False))  # (N, E)
     rng = np.random.default_rng(seed)
     return neighbour_groups(len(texts), group_size, rng, EmbeddingIndex(embeddings)).groups
 

@@ -6,59 +6,30 @@ sentence-transformers model; `load_encoder` opens a folder or Hub repo of either
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
+from revela_hf.encoders import Encoder, SentenceTransformerEncoder, as_array
+
 RETRIEVER_CONFIG = "revela_retriever.json"
 
 
-class Encoder(Protocol):
-    """Turns queries and documents into float32 vectors compared by inner product."""
-
-    def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
-
-    def encode_corpus(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
-
-
-def _as_array(embeddings: Any) -> np.ndarray:
-    if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().float().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
-
-
 class QueryCorpusEncoder:
-    """Wraps an object with `encode_queries` / `encode_corpus` (a RevelaRetriever, a BEIR-style model)."""
+    """Wraps an object with `encode_queries` / `encode_corpus` (a RevelaRetriever, a `SentenceTransformerEncoder`,
+    a BEIR-style model) to give float32 numpy arrays."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
 
     def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         with torch.inference_mode():
-            return _as_array(self.model.encode_queries(texts, batch_size=batch_size))
+            return as_array(self.model.encode_queries(texts, batch_size=batch_size))
 
     def encode_corpus(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         with torch.inference_mode():
-            return _as_array(self.model.encode_corpus(texts, batch_size=batch_size))
-
-
-class SentenceTransformerEncoder:
-    """Wraps a SentenceTransformer: its "query"/"document" prompts, cosine scores as normalised inner products."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.normalize = model.similarity_fn_name in (None, "cosine")
-
-    def _encode(self, method: str, texts: list[str], batch_size: int) -> np.ndarray:
-        encode = getattr(self.model, method)
-        return _as_array(encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=self.normalize, show_progress_bar=False))
-
-    def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self._encode("encode_query", texts, batch_size)
-
-    def encode_corpus(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self._encode("encode_document", texts, batch_size)
+            return as_array(self.model.encode_corpus(texts, batch_size=batch_size))
 
 
 def as_encoder(model: Any) -> Encoder:
@@ -66,7 +37,7 @@ def as_encoder(model: Any) -> Encoder:
     from sentence_transformers import SentenceTransformer
 
     if isinstance(model, SentenceTransformer):
-        return SentenceTransformerEncoder(model)
+        model = SentenceTransformerEncoder(model)
     if callable(getattr(model, "encode_queries", None)) and callable(getattr(model, "encode_corpus", None)):
         return QueryCorpusEncoder(model)
     raise ValueError(f"cannot retrieve with a {type(model).__name__}: expected a RevelaRetriever, a SentenceTransformer or an object with encode_queries/encode_corpus")

@@ -31,7 +31,7 @@ import numpy as np
 from revela_hf.search.bm25 import BM25Retriever
 from revela_hf.search.fusion import reciprocal_rank_fusion
 from revela_hf.io import absolute, fault_point, fsync_tree, output_lock, write_json_atomically
-from revela_hf.search.encoders import Encoder
+from revela_hf.encoders import Encoder
 
 INDEX_KINDS = ("flat", "hnsw")
 INDEX_CONFIG = "index.json"
