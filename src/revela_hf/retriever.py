@@ -207,26 +207,10 @@ class RevelaRetriever(nn.Module):
                 Whether to merge an attached adapter into a copy of the backbone and write those full weights instead
                 of the adapter, so the folder loads without peft. The retriever itself keeps its adapter.
 
-        Example:
+        Example (`retriever` as built in the [`RevelaRetriever`] example):
 
         ```python
         >>> import tempfile
-        >>> from tokenizers import Tokenizer, models, pre_tokenizers
-        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
-        >>> from revela_hf import RevelaRetriever
-
-        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
-        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        >>> tokenizer = PreTrainedTokenizerFast(
-        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-        ... )
-        >>> config = LlamaConfig(
-        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
-        ... )
-        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
-
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     retriever.save_pretrained(folder)
         ...     reloaded = RevelaRetriever.from_pretrained(folder)
@@ -371,26 +355,10 @@ class RevelaRetriever(nn.Module):
             official Revela release (e.g. a save cut short), unless `overrides` give `pooling`, `query_prefix` and
             `passage_prefix`.
 
-        Example:
+        Example (`retriever` as built in the [`RevelaRetriever`] example):
 
         ```python
         >>> import tempfile
-        >>> from tokenizers import Tokenizer, models, pre_tokenizers
-        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
-        >>> from revela_hf import RevelaRetriever
-
-        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
-        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        >>> tokenizer = PreTrainedTokenizerFast(
-        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-        ... )
-        >>> config = LlamaConfig(
-        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
-        ... )
-        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
-
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     retriever.save_pretrained(folder)
         ...     reloaded = RevelaRetriever.from_pretrained(folder, max_length=128)
@@ -478,25 +446,9 @@ class RevelaRetriever(nn.Module):
             `torch.Tensor` of shape `(len(queries), hidden_size)`: float32 embeddings on the CPU, in the order of
             `queries` (L2-normalised with `normalize=True`).
 
-        Example:
+        Example (`retriever` as built in the [`RevelaRetriever`] example):
 
         ```python
-        >>> from tokenizers import Tokenizer, models, pre_tokenizers
-        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
-        >>> from revela_hf import RevelaRetriever
-
-        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
-        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        >>> tokenizer = PreTrainedTokenizerFast(
-        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-        ... )
-        >>> config = LlamaConfig(
-        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
-        ... )
-        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
-
         >>> retriever.encode_queries(["where is the cat", "who ran"], show_progress_bar=False).shape
         torch.Size([2, 64])
 
@@ -523,25 +475,9 @@ class RevelaRetriever(nn.Module):
             `torch.Tensor` of shape `(len(corpus), hidden_size)`: float32 embeddings on the CPU, in the order of
             `corpus` (L2-normalised with `normalize=True`).
 
-        Example:
+        Example (`retriever` as built in the [`RevelaRetriever`] example):
 
         ```python
-        >>> from tokenizers import Tokenizer, models, pre_tokenizers
-        >>> from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
-        >>> from revela_hf import RevelaRetriever
-
-        >>> words = "[PAD] [UNK] [EOS] Query: Passage: the cat sat on a mat dog ran in park".split()
-        >>> backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-        >>> backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        >>> tokenizer = PreTrainedTokenizerFast(
-        ...     tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-        ... )
-        >>> config = LlamaConfig(
-        ...     vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        ...     num_attention_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=2,
-        ... )
-        >>> retriever = RevelaRetriever(LlamaModel(config), tokenizer)
-
         >>> corpus = ["the cat sat on a mat", "a dog ran in the park", "the cat ran"]
         >>> passages = retriever.encode_corpus(corpus, batch_size=2, show_progress_bar=False)
         >>> passages.shape, passages.dtype
