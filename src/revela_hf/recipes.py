@@ -29,7 +29,8 @@ OBJECTIVE_NAMES = {"revela": "Revela", "replug": "REPLUG", "dream": "DREAM"}
 BUDGETS = {
     "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48),
     # 180 steps: on the suite, both seeds gained over their own first 90 steps (mean nDCG@10 24.5 -> 25.8 and
-    # 17.4 -> 20.3, most on the sets unlike the Python training text), in about 19 minutes on 2 cores.
+    # 17.4 -> 20.3, most on the sets unlike the Python training text); three runs average 27.3 (90 steps: 23.1),
+    # and `revela demo` takes about 16 minutes on 2 cores.
     "default": Budget(max_steps=180, source_files=400, eval_every=30),
     "full": Budget(max_steps=240, source_files=1200, eval_every=40),
     # The objectives side by side: default's data, fewer steps (a REPLUG or DREAM step scores
@@ -53,7 +54,8 @@ class RetrieverRecipe:
 RETRIEVERS = {
     # EOS pooling (the paper's). Mean pooling starts far higher (untrained suite mean 20.3 vs 5.5), but
     # the default budget does not improve it (runs end at or below their start), while EOS climbs to
-    # 22.3 on average over three runs (README, "Yardstick suite"); `--pooling mean` keeps it at hand.
+    # 23.1 over four 90-step runs and 27.3 over three 180-step runs (README, "Yardstick suite");
+    # `--pooling mean` keeps it at hand.
     "smollm2": RetrieverRecipe("SmolLM2-135M", pooling="eos", temperature=1e-3, learning_rate=3e-4),
     # Adapting a supervised model: its cosines spread over [0, 1], so tau is a contrastive loss's 0.05
     # (at 1e-3 Sim is one-hot and passes no gradient), and a lower rate keeps what it already knows.
