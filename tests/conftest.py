@@ -142,6 +142,21 @@ def tiny_revela(base: str | Path, **settings):
     return RevelaRetriever.from_backbone(str(base), lora=lora, **settings)
 
 
+def adapted_revela(base: str | Path, **settings):
+    """`tiny_revela` with lora_B perturbed further, checked to move the embeddings (> 1e-2 from the plain
+    backbone's), so an export that dropped the adapter would fail."""
+    from revela_hf.retriever import RevelaRetriever
+
+    retriever = tiny_revela(base, max_length=24, **settings)
+    with torch.no_grad():
+        for name, param in retriever.backbone.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5 * torch.randn_like(param))
+    plain = RevelaRetriever.from_backbone(str(base), max_length=24, **settings).encode_queries(TEXTS, show_progress_bar=False)
+    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - plain).abs().max() > 1e-2
+    return retriever
+
+
 @pytest.fixture(scope="module")
 def tokenizer() -> PreTrainedTokenizerFast:
     return word_tokenizer()

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import torch
-from conftest import TEXTS, tiny_decoder, tiny_revela
+from conftest import TEXTS, adapted_revela, tiny_decoder
 from huggingface_hub import snapshot_download
 from sentence_transformers import SentenceTransformer
 
@@ -37,17 +37,6 @@ WITHOUT_PEFT = textwrap.dedent('''
 ''')
 
 
-def _adapted(base: Path) -> RevelaRetriever:
-    """A tiny retriever whose adapter moves its embeddings: lora_B perturbed, and checked to matter."""
-    retriever = tiny_revela(base, max_length=24)
-    with torch.no_grad():
-        for name, param in retriever.backbone.named_parameters():
-            if "lora_B" in name:
-                param.add_(0.5 * torch.randn_like(param))
-    plain = RevelaRetriever.from_backbone(str(base), max_length=24).encode_queries(TEXTS, show_progress_bar=False)
-    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - plain).abs().max() > 1e-2
-    return retriever
-
 
 def _site_without_peft(root: Path) -> Path:
     """A site-packages of links to this environment's packages but peft (read without site hooks: `python -S`)."""
@@ -69,7 +58,7 @@ def _load_without_peft(folder: Path, prefix: str, site: Path) -> dict[str, torch
 
 
 def test_merged_folder_loads_everywhere_with_the_adapters_embeddings(tmp_path):
-    retriever = _adapted(tiny_decoder(tmp_path / "base"))
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     queries, passages = (retriever.encode_queries(TEXTS, show_progress_bar=False),
                          retriever.encode_corpus(TEXTS, show_progress_bar=False))
     retriever.save_pretrained(tmp_path / "merged", merge_lora=True)
@@ -106,7 +95,7 @@ def test_merge_lora_without_an_adapter_writes_the_same_weights(tmp_path):
 def test_cli_push_merge_lora(hub, tmp_path, capsys):
     from revela_hf.cli import main
 
-    retriever = _adapted(tiny_decoder(tmp_path / "base"))
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     retriever.save_pretrained(tmp_path / "ret")
     assert (tmp_path / "ret" / "adapter_config.json").is_file()
     assert main(["push", "tests/revela-merged", str(tmp_path / "ret"), "--merge-lora"]) == 0

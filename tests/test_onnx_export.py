@@ -8,8 +8,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from conftest import TEXTS, tiny_decoder, tiny_revela
+from conftest import TEXTS, adapted_revela, tiny_decoder
 from transformers import AutoTokenizer
 
 from revela_hf.io import OutputExistsError
@@ -20,17 +19,6 @@ pytest.importorskip("onnxscript")
 
 ATOL = 1e-4
 
-
-def _adapted(base, **settings) -> RevelaRetriever:
-    """A tiny retriever whose LoRA adapter moves its embeddings (lora_B perturbed, checked to matter)."""
-    retriever = tiny_revela(base, max_length=24, **settings)
-    with torch.no_grad():
-        for name, param in retriever.backbone.named_parameters():
-            if "lora_B" in name:
-                param.add_(0.5 * torch.randn_like(param))
-    plain = RevelaRetriever.from_backbone(str(base), max_length=24, **settings).encode_queries(TEXTS, show_progress_bar=False)
-    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - plain).abs().max() > 1e-2
-    return retriever
 
 
 def _run(session, tokenizer, texts: list[str], prefix: str) -> np.ndarray:
@@ -43,7 +31,7 @@ def _run(session, tokenizer, texts: list[str], prefix: str) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling, normalize", [("eos", True), ("mean", False)])
 def test_onnx_export_gives_the_retrievers_embeddings(tmp_path, pooling, normalize):
-    retriever = _adapted(tiny_decoder(tmp_path / "base"), pooling=pooling, normalize=normalize)
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"), pooling=pooling, normalize=normalize)
     queries = retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()
     passages = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
 
@@ -87,7 +75,7 @@ def test_onnx_export_refuses_a_foreign_folder_and_an_unknown_pooling(tmp_path):
 def test_cli_export_onnx(tmp_path, capsys):
     from revela_hf.cli import main
 
-    retriever = _adapted(tiny_decoder(tmp_path / "base"))
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     retriever.save_pretrained(tmp_path / "ret")
     assert main(["export", str(tmp_path / "ret"), str(tmp_path / "onnx"), "--onnx"]) == 0
     assert "exported to" in capsys.readouterr().out
