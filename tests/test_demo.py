@@ -29,6 +29,10 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
         assert 0.0 <= scores["ndcg@10"] <= 1.0
     assert table["all-MiniLM-L6-v2 (supervised)"]["ndcg@10"] > table["BM25"]["ndcg@10"] > 0.2
     assert [p["step"] for p in results["curve"]] == [3]
+    # The ci budget's last 2 of 3 steps decay the rate along a cosine: steps 1-3 run at lr * (1, 1, 0.5)
+    # (1 stable step, then 0.5 * (1 + cos(pi * k / 2)) for k = 0, 1).
+    assert [p["step"] for p in results["train_loss"]] == [1, 2, 3]
+    assert [p["learning_rate"] for p in results["train_loss"]] == pytest.approx([3e-4, 3e-4, 1.5e-4])
     assert (out / "results.png").stat().st_size > 10_000
     retriever = RevelaRetriever.from_pretrained(results["retriever"])
     embeddings = retriever.encode_queries(["return the sum of a list"], show_progress_bar=False)

@@ -117,9 +117,11 @@ def run_demo(
         output_dir=str(out / ("run" if objective == "revela" else f"run-{objective}")),
         max_steps=plan.max_steps,
         learning_rate=recipe.learning_rate,
-        # Constant: at these budgets the curve still rises at the end, and a cosine decayed to zero
-        # stopped it early (HumanEval 29.8 vs 40.9 with a constant rate, issue #16).
-        lr_scheduler_type="constant",
+        # Constant, then (where the budget says) a cosine to zero over its last steps: a cosine over
+        # the whole run stopped the curve early (HumanEval 29.8 vs 40.9 constant, issue #16), a rate
+        # constant to the end lets long runs oscillate (the `full` budget, README "Yardstick suite").
+        lr_scheduler_type="warmup_stable_decay" if plan.decay_steps else "constant",
+        lr_scheduler_kwargs={"num_decay_steps": plan.decay_steps} if plan.decay_steps else None,
         logging_steps=max(1, plan.max_steps // 30),
         save_steps=max(1, plan.max_steps // 3),
         save_total_limit=1,
@@ -151,7 +153,11 @@ def run_demo(
         "threads": torch.get_num_threads(),
         "table": table,
         "curve": [{"step": s, "ndcg@10": v} for s, v in curve.points],
-        "train_loss": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
+        "train_loss": [
+            {"step": e["step"], "loss": e["loss"], "learning_rate": e["learning_rate"]}
+            for e in trainer.state.log_history
+            if "loss" in e
+        ],
         "retriever": str(Path(args.output_dir) / "retriever"),
     }
     stem = "results" if objective == "revela" else f"results-{objective}"
