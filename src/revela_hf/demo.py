@@ -120,8 +120,7 @@ def run_demo(
         # Constant, then (where the budget says) a cosine to zero over its last steps: a cosine over
         # the whole run stopped the curve early (HumanEval 29.8 vs 40.9 constant, issue #16), a rate
         # constant to the end lets long runs oscillate (the `full` budget, README "Yardstick suite").
-        lr_scheduler_type="warmup_stable_decay" if plan.decay_steps else "constant",
-        lr_scheduler_kwargs={"num_decay_steps": plan.decay_steps} if plan.decay_steps else None,
+        **plan.lr_schedule(),
         logging_steps=max(1, plan.max_steps // 30),
         save_steps=max(1, plan.max_steps // 3),
         save_total_limit=1,

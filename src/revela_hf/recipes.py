@@ -22,6 +22,12 @@ class Budget:
     max_tokens: int = 128
     decay_steps: int = 0  # the last N steps take the rate to zero along a cosine; 0 = constant to the end
 
+    def lr_schedule(self) -> dict:
+        """`TrainingArguments` fields for this budget's rate: constant, then the cosine decay if any."""
+        if not self.decay_steps:
+            return {"lr_scheduler_type": "constant"}
+        return {"lr_scheduler_type": "warmup_stable_decay", "lr_scheduler_kwargs": {"num_decay_steps": self.decay_steps}}
+
 
 # The objectives the demo compares: same data, steps, LM, retriever and evaluation; the retriever's
 # scores enter the LM's top 4 layers (Revela's in-batch term, DREAM's biased heads).
