@@ -36,7 +36,8 @@ import torch
 from revela_hf.assets import log, minilm_path, smollm2_path
 from revela_hf.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo import run_demo
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS, trained_name, untrained_name
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
+from revela_hf.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
 from revela_hf.evaluation import hybrid_name, hybrid_runs, load_beir, plot_results, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.search.encoders import load_encoder
@@ -242,7 +243,7 @@ def main() -> None:
     mode.add_argument("--suite", action="store_true", help="evaluate on every yardstick set; no training")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default")
     parser.add_argument("--output", default="revela-quality", help="working folder (--data)")
-    parser.add_argument("--objective", choices=sorted(OBJECTIVE_NAMES), default="revela")
+    parser.add_argument("--objective", choices=list(OBJECTIVES), default=DEFAULT_OBJECTIVE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default="revela-suite", help="folder of the suite's sets, table and plot (--suite)")
     parser.add_argument("--sets", help=f"comma-separated subset of {','.join(BUILDERS)} (--suite)")

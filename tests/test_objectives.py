@@ -378,3 +378,49 @@ def test_trainer_keeps_the_llm_bit_identical_and_trains_the_retriever(tokenizer,
     assert card_info(trainer.model.config).hyperparameters["objective"] == objective
     card = (tmp_path / "checkpoint-3" / "retriever" / "README.md").read_text()
     assert f"| objective | `{objective}` |" in card and "| steps | `3` |" in card
+
+
+def test_every_registered_objective_names_real_parts():
+    # A registry entry is the whole plug-in: its forward, row builder and collator import, its card and layer
+    # fields are configuration fields, and the configuration accepts its name (and no other).
+    from dataclasses import fields
+
+    from revela_hf import collator
+    from revela_hf.objectives import OBJECTIVES, get_objective
+
+    config_fields = {f.name for f in fields(RevelaConfig)}
+    for name, objective in OBJECTIVES.items():
+        assert objective.name == name and get_objective(name) is objective
+        assert objective.load_forward() is None or callable(objective.load_forward())
+        assert objective.load_rows_from_groups() is None or callable(objective.load_rows_from_groups())
+        assert hasattr(getattr(collator, objective.collator), "from_model_config")
+        assert set(objective.card_fields) <= config_fields and objective.layers_field in config_fields | {None}
+        assert RevelaConfig(objective=name).objective == name
+    with pytest.raises(ValueError, match="unknown objective 'contriever'; choose one of revela, replug, dream"):
+        RevelaConfig(objective="contriever")
+
+
+def test_only_the_registry_spells_the_objective_names():
+    # Adding an objective is one registry entry: no other module of the library may name one in code (its
+    # docstrings may), nor compare a value with the default's name.
+    import ast
+    from pathlib import Path
+
+    from revela_hf.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+
+    src = Path(__file__).resolve().parents[1] / "src" / "revela_hf"
+    others = set(OBJECTIVES) - {DEFAULT_OBJECTIVE}
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name == "registry.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in others and id(node) not in docstrings:
+                found.append(f"{path.relative_to(src)}:{node.lineno} {node.value!r}")
+            if isinstance(node, ast.Compare) and any(
+                isinstance(side, ast.Constant) and side.value == DEFAULT_OBJECTIVE for side in [node.left, *node.comparators]
+            ):
+                found.append(f"{path.relative_to(src)}:{node.lineno} compares with {DEFAULT_OBJECTIVE!r}")
+    assert found == []

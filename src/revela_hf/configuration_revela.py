@@ -7,9 +7,8 @@ from typing import Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
 from revela_hf.retriever import check_pooling
-
-OBJECTIVES = ("revela", "dream", "replug")
 
 
 class RevelaConfig(PreTrainedConfig):
@@ -156,7 +155,7 @@ class RevelaConfig(PreTrainedConfig):
     lm_lora: dict | None = None
     retriever_lora: dict | None = None
     share_base: bool = False
-    objective: Literal["revela", "dream", "replug"] = "revela"
+    objective: str = DEFAULT_OBJECTIVE
     replug_retriever_temperature: float = 1e-3
     replug_lm_temperature: float = 1e-3
     replug_target: Literal["second_half", "all"] = "second_half"
@@ -173,8 +172,7 @@ class RevelaConfig(PreTrainedConfig):
         if self.full_chunk_sources is None:
             self.full_chunk_sources = ["code"]
         check_pooling(self.pooling)
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        get_objective(self.objective)  # a clear error for an unknown name
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not 0 < self.query_ratio <= 1:

@@ -24,7 +24,8 @@ from revela_hf.evaluation import RetrievalEvaluator, evaluate_retrieval, format_
 from revela_hf.evaluation.plots import pyplot
 from revela_hf.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS, trained_name, untrained_name
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
+from revela_hf.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever, check_pooling
 from revela_hf.training import ModelSpec, objective_settings, train
@@ -48,7 +49,7 @@ def run_demo(
     budget: str = "default",
     seed: int = 0,
     eval_dir: str | None = None,
-    objective: str = "revela",
+    objective: str = DEFAULT_OBJECTIVE,
     inbatch_top_k: int | None = None,
     grouping: str = "document",
     temperature: float | None = None,
@@ -68,8 +69,7 @@ def run_demo(
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    if objective not in OBJECTIVE_NAMES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_NAMES)}")
+    get_objective(objective)  # a clear error for an unknown name, before any work
     if retriever not in RETRIEVERS:
         raise ValueError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
     plan, recipe = BUDGETS[budget], RETRIEVERS[retriever]
@@ -114,7 +114,7 @@ def run_demo(
     evaluator = RetrievalEvaluator.from_beir(beir)
     curve = RetrievalCurve(f"eval_{evaluator.primary_metric}")
     args = RevelaTrainingArguments(
-        output_dir=str(out / ("run" if objective == "revela" else f"run-{objective}")),
+        output_dir=str(out / ("run" if objective == DEFAULT_OBJECTIVE else f"run-{objective}")),
         max_steps=plan.max_steps,
         learning_rate=recipe.learning_rate,
         # Constant, then (where the budget says) a cosine to zero over its last steps: a cosine over
@@ -159,7 +159,7 @@ def run_demo(
         ],
         "retriever": str(Path(args.output_dir) / "retriever"),
     }
-    stem = "results" if objective == "revela" else f"results-{objective}"
+    stem = "results" if objective == DEFAULT_OBJECTIVE else f"results-{objective}"
     write_json_atomically(out / f"{stem}.json", results)
     _plot(results, out / f"{stem}.png", "HumanEval docstring -> code" if eval_dir is None else Path(eval_dir).name)
     print(format_table(table))

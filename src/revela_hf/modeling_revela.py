@@ -30,6 +30,7 @@ from transformers import (
 from revela_hf.attention import InBatchContext, enable_inbatch_attention
 from revela_hf.configuration_revela import RevelaConfig
 from revela_hf.modeling_outputs import RevelaOutput
+from revela_hf.objectives.registry import get_objective
 from revela_hf.ops import check_inbatch_weights, similarity_weights
 from revela_hf.retriever import RevelaRetriever, base_model_of
 
@@ -312,9 +313,8 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         if inbatch_weights is None and query_input_ids is None:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
             return RevelaOutput(loss=out.loss, logits=out.logits)
-        if self.config.objective != "revela":  # REPLUG / DREAM: revela_hf.objectives
-            from revela_hf.objectives import objective_forward
-
+        objective_forward = get_objective(self.config.objective).load_forward()
+        if objective_forward is not None:  # REPLUG / DREAM: revela_hf.objectives
             return objective_forward(
                 self, input_ids=input_ids, attention_mask=attention_mask, labels=labels, query_input_ids=query_input_ids,
                 query_attention_mask=query_attention_mask, passage_input_ids=passage_input_ids,

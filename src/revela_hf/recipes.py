@@ -1,4 +1,4 @@
-"""The main job's recipes: training budgets and the objectives the demo compares.
+"""The main job's recipes: training budgets and the retrievers the demo trains.
 
 Plain data with no heavy imports, so the command line can list them without loading torch.
 """
@@ -6,6 +6,8 @@ Plain data with no heavy imports, so the command line can list them without load
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from revela_hf.objectives.registry import get_objective
 
 
 @dataclass
@@ -28,10 +30,6 @@ class Budget:
             return {"lr_scheduler_type": "constant"}
         return {"lr_scheduler_type": "warmup_stable_decay", "lr_scheduler_kwargs": {"num_decay_steps": self.decay_steps}}
 
-
-# The objectives the demo compares: same data, steps, LM, retriever and evaluation; the retriever's
-# scores enter the LM's top 4 layers (Revela's in-batch term, DREAM's biased heads).
-OBJECTIVE_NAMES = {"revela": "Revela", "replug": "REPLUG", "dream": "DREAM"}
 
 BUDGETS = {
     "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48, decay_steps=2),
@@ -79,4 +77,4 @@ def untrained_name(retriever: str = "smollm2") -> str:
 
 def trained_name(objective: str, retriever: str = "smollm2") -> str:
     """The results-table row of the retriever trained with `objective`."""
-    return f"{RETRIEVERS[retriever].label} + {OBJECTIVE_NAMES[objective]}"
+    return f"{RETRIEVERS[retriever].label} + {get_objective(objective).label}"

@@ -17,7 +17,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Trainer
 from revela_hf.configuration_revela import RevelaConfig
 from revela_hf.io import is_ours
 from revela_hf.modeling_revela import RevelaForCausalLM
-from revela_hf.objectives import dream_rows_from_groups
+from revela_hf.objectives.registry import get_objective
 from revela_hf.retriever import SETTINGS_FILE, RevelaRetriever
 from revela_hf.trainer import RETRIEVER_SUBFOLDER, RevelaTrainer, RevelaTrainingArguments
 
@@ -57,9 +57,7 @@ class ModelSpec:
 def objective_settings(objective: str, layers: list[int] | None) -> dict[str, Any]:
     """Config settings of `objective` whose retriever term enters the LM `layers` (None = all): Revela's
     in-batch attention there, or DREAM's bias in those layers' heads; REPLUG scores whole sequences."""
-    if objective not in ("revela", "replug", "dream"):
-        raise ValueError(f"unknown objective {objective!r}; choose revela, replug or dream")
-    return {"objective": objective, **({"dream_layers": layers} if objective == "dream" else {})}
+    return get_objective(objective).settings(layers)
 
 
 def lora(r: int, targets: list[str] | None = None) -> LoraConfig:
@@ -128,9 +126,10 @@ def train(
 def rows_for_objective(dataset: Dataset, config: RevelaConfig) -> Dataset:
     """The training rows of `config.objective` from prepared groups: the groups themselves (Revela,
     REPLUG) or DREAM's label-free rows (query = a chunk's first `query_ratio`, candidates = its group)."""
-    if config.objective != "dream" or "chunks" not in dataset.column_names:
+    rows_from_groups = get_objective(config.objective).load_rows_from_groups()
+    if rows_from_groups is None or "chunks" not in dataset.column_names:
         return dataset
-    return Dataset.from_list(dream_rows_from_groups(dataset, config.query_ratio))
+    return Dataset.from_list(rows_from_groups(dataset, config.query_ratio))
 
 
 def _last_checkpoint(output_dir: str) -> str | None:

@@ -6,7 +6,8 @@ import argparse
 
 from revela_hf.commands import positive_int
 from revela_hf.data.grouping import STRATEGIES
-from revela_hf.recipes import BUDGETS, OBJECTIVE_NAMES, RETRIEVERS
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
+from revela_hf.recipes import BUDGETS, RETRIEVERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="default", help="default: <= 25 min on 2 cores")
     parser.add_argument(
         "--objective",
-        choices=sorted(OBJECTIVE_NAMES),
-        default="revela",
-        help="training objective (the LM stays frozen): revela (default), replug or dream",
+        choices=list(OBJECTIVES),
+        default=DEFAULT_OBJECTIVE,
+        help=f"training objective (the LM stays frozen): {', '.join(OBJECTIVES)} (default {DEFAULT_OBJECTIVE})",
     )
     parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
     parser.add_argument("--grouping", choices=STRATEGIES, default="document",

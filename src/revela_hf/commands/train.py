@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from revela_hf.commands import int_at_least, layer_list, positive_float, positive_int
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
 
 HELP = "train LM + retriever on prepared groups (resumes from the last checkpoint)"
 USAGE = "revela train [--config RECIPE.yaml] --data DIR --lm LM_DIR --output_dir RUN [FLAG VALUE ...]"
@@ -59,9 +60,12 @@ class TrainRecipe:
         metadata={"help": "The retriever is a LoRA adapter on the LM's own frozen weights (one copy in memory); "
                           "retriever, if given, must be a checkpoint cut from the LM's."},
     )
-    objective: Literal["revela", "replug", "dream"] = field(
-        default="revela",
-        metadata={"help": "revela, replug or dream (both keep the LM frozen; dream trains on rows built from the groups)."},
+    objective: str = field(
+        default=DEFAULT_OBJECTIVE,
+        metadata={
+            "choices": list(OBJECTIVES),
+            "help": "Training objective; every one but revela keeps the LM frozen (dream trains on rows built from the groups).",
+        },
     )
     inbatch_layers: list[int] | None = field(
         default_factory=lambda: [-4, -3, -2, -1],

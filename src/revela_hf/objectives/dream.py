@@ -253,7 +253,7 @@ def dream_forward(
     retriever, the LM must be frozen.
     """
     if inbatch_weights is None:
-        require_frozen_lm(model, "dream")
+        require_frozen_lm(model)
     if candidate_spans is None or candidate_mask is None or labels is None:
         raise ValueError("objective='dream' needs labels, candidate_spans and candidate_mask (use DreamDataCollator)")
     if model.config.dream_temperature <= 0:

@@ -94,7 +94,7 @@ def replug_forward(
     **kwargs,
 ) -> ReplugOutput:
     """The REPLUG loss of one group (rows as `RevelaDataCollator` builds them); `labels` are not used."""
-    require_frozen_lm(model, "replug")
+    require_frozen_lm(model)
     config = model.config
     if inbatch_weights is not None:
         raise ValueError("objective='replug' trains the retriever from its own scores; inbatch_weights cannot override them")
