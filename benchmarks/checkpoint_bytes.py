@@ -65,7 +65,7 @@ def measure(trainer_class: type[RevelaTrainer], spec: ModelSpec, args: argparse.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lm", help="LM folder (default: SmolLM2-135M-Instruct, revela_hf.assets.smollm2_path())")
+    parser.add_argument("--lm", help="LM folder (default: SmolLM2-135M-Instruct, revela_hf.demo.assets.smollm2_path())")
     parser.add_argument("--retriever", help="retriever folder (default: the LM's first 6 layers, as in the demo)")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--inbatch-layers", default="-4,-3,-2,-1")
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
     if args.lm is None or args.retriever is None:
-        from revela_hf.assets import smollm2_path
+        from revela_hf.demo.assets import smollm2_path
 
         args.lm = args.lm or smollm2_path()
         args.retriever = args.retriever or smollm2_path(num_hidden_layers=6)

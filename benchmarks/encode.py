@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from revela_hf.assets import minilm_path
+from revela_hf.demo.assets import minilm_path
 from revela_hf.evaluation import evaluate_retrieval, load_beir
-from revela_hf.humaneval import build_humaneval_beir
+from revela_hf.demo.humaneval import build_humaneval_beir
 from revela_hf.retriever import RevelaRetriever
 
 

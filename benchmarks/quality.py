@@ -7,7 +7,7 @@ ratios of the trained retriever to its untrained self and to BM25).
 
     PYTHONPATH=src python benchmarks/quality.py --data path/to/beir_folder [--budget default|full|ci] [--objective revela|replug|dream]
 
-Suite (`--suite`): builds (or reuses) every set of `revela_hf.benchmark_sets` under `--root` and
+Suite (`--suite`): builds (or reuses) every set of `revela_hf.demo.benchmark_sets` under `--root` and
 evaluates, set by set, the baselines (untrained 6-layer SmolLM2, BM25, all-MiniLM-L6-v2) and each
 trained retriever folder given as `--retriever LABEL=PATH`; it never trains. Repeating a label
 (one folder per seed) reports the mean and the sample standard deviation over its folders.
@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from revela_hf.assets import log, minilm_path, smollm2_path
-from revela_hf.benchmark_sets import BUILDERS, build_suite
+from revela_hf.demo.assets import log, minilm_path, smollm2_path
+from revela_hf.demo.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo import run_demo
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
-from revela_hf.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
+from revela_hf.demo.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
 from revela_hf.evaluation import hybrid_name, hybrid_runs, load_beir, plot_results, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.search.encoders import load_encoder

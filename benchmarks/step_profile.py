@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import torch
 
-from revela_hf.assets import smollm2_path, training_text_sources
+from revela_hf.demo.assets import smollm2_path, training_text_sources
 from revela_hf.collator import RevelaDataCollator
 from revela_hf.data.chunking import Chunker
 from revela_hf.training import ModelSpec, build_model

@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from revela_hf import assets
-from revela_hf.humaneval import build_humaneval_beir, load_problems
+from revela_hf.demo import assets
+from revela_hf.demo.humaneval import build_humaneval_beir, load_problems
 
 SENTENCE = "def add(a, b):\n    return a + b  # sum of two numbers"
 

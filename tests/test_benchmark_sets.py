@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from revela_hf import assets, benchmark_sets
-from revela_hf.benchmark_sets import (
+from revela_hf.demo import assets, benchmark_sets
+from revela_hf.demo.benchmark_sets import (
     build_concode_beir,
     build_foldoc_beir,
     build_stdlib_beir,

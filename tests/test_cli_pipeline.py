@@ -14,7 +14,7 @@ import pytest
 import torch
 from datasets import load_from_disk
 
-from revela_hf.assets import smollm2_path
+from revela_hf.demo.assets import smollm2_path
 from revela_hf.retriever import RevelaRetriever
 
 # A few stdlib modules with docstrings and functions: enough chunks for several groups of 4.

@@ -100,7 +100,7 @@ def test_table_and_plot(tmp_path):
 
 
 def test_cli_evaluate_sentence_transformers_and_bm25(beir_folder, tmp_path, capsys):
-    from revela_hf.assets import minilm_path
+    from revela_hf.demo.assets import minilm_path
     from revela_hf.cli import main
 
     out, plot = tmp_path / "results.json", tmp_path / "results.png"

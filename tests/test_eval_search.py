@@ -56,7 +56,7 @@ def test_index_errors(tmp_path):
 
 
 def test_cli_index_and_search(tmp_path, capsys):
-    from revela_hf.assets import minilm_path
+    from revela_hf.demo.assets import minilm_path
     from revela_hf.cli import main
 
     corpus = {"py": "Python is a programming language with readable syntax", "paris": "Paris is the capital of France",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from revela_hf.assets import smollm2_path
+from revela_hf.demo.assets import smollm2_path
 from revela_hf.data.prepare import prepare
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.training import ModelSpec, train
@@ -47,7 +47,7 @@ def test_the_same_seed_reproduces_a_run_and_another_seed_does_not(setup, tmp_pat
 
 
 def test_an_existing_encoder_adapts_with_its_own_tokenizer_and_pooling(setup, tmp_path) -> None:
-    from revela_hf.assets import minilm_path
+    from revela_hf.demo.assets import minilm_path
     from revela_hf.retriever import RevelaRetriever
 
     lm, data = setup

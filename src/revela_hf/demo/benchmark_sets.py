@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
-from revela_hf.humaneval import HUMANEVAL_MODULE, build_humaneval_beir, code_without_docstring
+from revela_hf.demo.humaneval import HUMANEVAL_MODULE, build_humaneval_beir, code_without_docstring
 from revela_hf.local import log, python_roots
 
 CONCODE_ENV = "REVELA_CONCODE"

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from revela_hf.assets import minilm_path, smollm2_path, training_text_sources
+from revela_hf.demo.assets import minilm_path, smollm2_path, training_text_sources
 from revela_hf.data.prepare import prepare
 from revela_hf.evaluation import RetrievalEvaluator, evaluate_retrieval, format_table
 from revela_hf.evaluation.plots import pyplot
-from revela_hf.humaneval import build_humaneval_beir
+from revela_hf.demo.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
-from revela_hf.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
+from revela_hf.demo.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever, check_pooling
 from revela_hf.training import ModelSpec, objective_settings, train
