@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import TEXTS, adapted_revela, tiny_decoder
 from transformers import AutoTokenizer
 
@@ -28,30 +29,52 @@ def _run(session, tokenizer, texts: list[str], prefix: str) -> np.ndarray:
     return session.run(["embeddings"], feeds)[0]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("pooling, normalize", [("eos", True), ("mean", False)])
-def test_onnx_export_gives_the_retrievers_embeddings(tmp_path, pooling, normalize):
-    retriever = adapted_revela(tiny_decoder(tmp_path / "base"), pooling=pooling, normalize=normalize)
+def _assert_export_matches(retriever: RevelaRetriever, folder) -> None:
+    """onnxruntime on `folder`'s graph and tokenizer gives `retriever`'s query and passage embeddings, also
+    after a reload from disk; the live retriever keeps its adapter."""
     queries = retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()
     passages = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
-
-    folder = retriever.export_onnx(tmp_path / "onnx")
     assert (folder / "model.onnx").is_file()
-    assert json.loads((folder / "revela_retriever.json").read_text())["pooling"] == pooling
-    assert retriever.backbone._hf_peft_config_loaded  # the live retriever keeps its adapter
+    assert json.loads((folder / "revela_retriever.json").read_text())["pooling"] == retriever.pooling
+    assert retriever.backbone._hf_peft_config_loaded
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))  # appends EOS itself for "eos" pooling
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     got_q = _run(session, tokenizer, TEXTS, retriever.query_prefix)
     got_p = _run(session, tokenizer, TEXTS, retriever.passage_prefix)
     diff = max(np.abs(got_q - queries).max(), np.abs(got_p - passages).max())
-    print(f"onnx max abs difference ({pooling}): {diff:.2e}")
+    print(f"onnx max abs difference ({retriever.pooling}): {diff:.2e}")
     assert diff < ATOL
-    if normalize:
+    if retriever.normalize:
         np.testing.assert_allclose(np.linalg.norm(got_q, axis=1), 1.0, atol=1e-5)
 
     fresh = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])  # reloads from disk
     assert np.abs(_run(fresh, tokenizer, TEXTS[:3], retriever.passage_prefix) - passages[:3]).max() < ATOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling, normalize", [("eos", True), ("mean", False), ("last", True), ("cls", True)])
+def test_onnx_export_gives_the_retrievers_embeddings(tmp_path, pooling, normalize):
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"), pooling=pooling, normalize=normalize)
+    _assert_export_matches(retriever, retriever.export_onnx(tmp_path / "onnx"))
+
+
+@pytest.mark.slow
+def test_onnx_export_of_an_adapted_encoder_gives_its_embeddings(tmp_path):
+    # The adapting case (`revela demo --retriever minilm`): a BERT-family encoder with a LoRA adapter, its own
+    # WordPiece tokenizer (no EOS appended), mean pooling.
+    from peft import LoraConfig
+
+    from revela_hf.demo.assets import minilm_path
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "key", "value", "dense"])
+    retriever = RevelaRetriever.from_backbone(minilm_path(), lora=lora, pooling="mean", query_prefix="", passage_prefix="",
+                                              max_length=24)
+    with torch.no_grad():
+        for name, param in retriever.backbone.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.05 * torch.randn_like(param))
+    _assert_export_matches(retriever, retriever.export_onnx(tmp_path / "onnx"))
 
 
 def test_onnx_export_refuses_a_foreign_folder_and_an_unknown_pooling(tmp_path):
