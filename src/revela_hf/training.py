@@ -54,12 +54,6 @@ class ModelSpec:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def objective_settings(objective: str, layers: list[int] | None) -> dict[str, Any]:
-    """Config settings of `objective` whose retriever term enters the LM `layers` (None = all): Revela's
-    in-batch attention there, or DREAM's bias in those layers' heads; REPLUG scores whole sequences."""
-    return get_objective(objective).settings(layers)
-
-
 def lora(r: int, targets: list[str] | None = None) -> LoraConfig:
     return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets or LORA_TARGETS)
 

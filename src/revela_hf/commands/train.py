@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from revela_hf.commands import int_at_least, layer_list, positive_float, positive_int
-from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 
 HELP = "train LM + retriever on prepared groups (resumes from the last checkpoint)"
 USAGE = "revela train [--config RECIPE.yaml] --data DIR --lm LM_DIR --output_dir RUN [FLAG VALUE ...]"
@@ -77,7 +77,7 @@ class TrainRecipe:
 
     def model_spec(self) -> Any:
         """The `ModelSpec` this recipe builds."""
-        from revela_hf.training import ModelSpec, objective_settings
+        from revela_hf.training import ModelSpec
 
         return ModelSpec(
             lm=self.lm,
@@ -89,7 +89,7 @@ class TrainRecipe:
             share_base=self.share_base,
             inbatch_layers=self.inbatch_layers,
             temperature=self.temperature,
-            config_overrides={"inbatch_top_k": self.inbatch_top_k, **objective_settings(self.objective, self.inbatch_layers)},
+            config_overrides={"inbatch_top_k": self.inbatch_top_k, **get_objective(self.objective).settings(self.inbatch_layers)},
         )
 
 

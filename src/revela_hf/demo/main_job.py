@@ -28,7 +28,7 @@ from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
 from revela_hf.demo.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever, check_pooling
-from revela_hf.training import ModelSpec, objective_settings, train
+from revela_hf.training import ModelSpec, train
 
 
 class RetrievalCurve(TrainerCallback):
@@ -97,7 +97,7 @@ def run_demo(
             code_units=code_units,
         )
     top_layers = [-4, -3, -2, -1]
-    settings = {**objective_settings(objective, top_layers), "inbatch_top_k": inbatch_top_k}
+    settings = {**get_objective(objective).settings(top_layers), "inbatch_top_k": inbatch_top_k}
     spec = ModelSpec(
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),
         retriever=minilm_path() if recipe.encoder else smollm2_path(num_hidden_layers=plan.retriever_layers),

@@ -46,7 +46,9 @@ class Objective:
         return _load(self.rows_from_groups) if self.rows_from_groups else None
 
     def settings(self, layers: list[int] | None) -> dict[str, Any]:
-        """`RevelaConfig` settings that select this objective with its retriever term in the LM `layers`."""
+        """`RevelaConfig` settings that select this objective with its retriever term in the LM `layers` (None = all):
+        Revela's in-batch attention takes them from `inbatch_layers`, DREAM's biased heads from `dream_layers`,
+        REPLUG scores whole sequences."""
         return {"objective": self.name, **({self.layers_field: layers} if self.layers_field else {})}
 
 
