@@ -54,8 +54,38 @@ def evaluated(setup, tmp_path_factory):
     """A run evaluated every EVAL_STEPS steps by an evaluator passed in, with the demo's curve callback."""
     curve = RetrievalCurve(METRIC)
     trainer = run(setup, tmp_path_factory.mktemp("evaluated") / "run", callbacks=[curve],
-                  evaluator=RetrievalEvaluator.from_beir(setup[2]))
+                  evaluator=RetrievalEvaluator.from_beir(setup[2]), base_model=BASE_MODEL)
     return trainer, curve
+
+
+BASE_MODEL = "revela-hf/tiny-llama"  # the Hub id the run names as its retriever's base model
+
+
+def test_the_trained_card_records_the_run(setup, evaluated):
+    # What a sentence-transformers card states about its training, from the run itself: the data in words (the
+    # fixture's 8 groups of 4 chunks, two documents per group, source "text"), every schedule setting, the LoRA
+    # config, the framework versions; the base model as a Hub id while the local adapter still loads locally.
+    import peft
+    import transformers
+
+    trainer, _ = evaluated
+    folder = Path(trainer.args.output_dir) / "checkpoint-4" / "retriever"
+    card = load_card_info(folder)
+    assert card.training_summary == "8 groups of 4 chunks (32 chunks from 16 documents); sources: text"
+    assert card.base_model == BASE_MODEL
+    assert card.framework_versions["transformers"] == transformers.__version__
+    assert card.framework_versions["peft"] == peft.__version__
+    hyper = card.hyperparameters
+    assert {k: hyper[k] for k in ("learning_rate", "steps", "seed", "max_length", "groups_per_update")} == {
+        "learning_rate": 1e-2, "steps": 4, "seed": 0, "max_length": 16, "groups_per_update": 1}
+    assert hyper["retriever_lora"]["r"] == 4 and hyper["objective"] == "revela" and "lm_lora" not in hyper
+    readme = (folder / "README.md").read_text()
+    assert f"base_model: {BASE_MODEL}" in readme and f"| Base model | {BASE_MODEL} |" in readme
+    assert f"- transformers: {transformers.__version__}" in readme
+    assert "Training data: 8 groups of 4 chunks" in readme
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(setup[0])  # the local run reloads from the local folder
+    assert RevelaRetriever.from_pretrained(str(folder)).card.base_model == BASE_MODEL
 
 
 def test_evaluator_scores_equal_evaluate_retrieval(setup, tmp_path):

@@ -77,8 +77,10 @@ def test_push_then_load_everywhere_in_a_fresh_process(hub, tmp_path):
     base = tiny_decoder(tmp_path / "base")
     push_folder(base, BASE_REPO)
     retriever = tiny_revela(base, max_length=24)
-    card = CardInfo(training_data=["python-docs"], hyperparameters={"lora_r": 4, "group_size": 4}, eval_results={"HumanEval": {"ndcg@10": 0.5}})
-    retriever.push_to_hub(REPO, base_model=BASE_REPO, card=card)
+    # The base model's Hub id comes with the card, as training records it (RevelaTrainingArguments.base_model).
+    card = CardInfo(training_data=["python-docs"], hyperparameters={"lora_r": 4, "group_size": 4},
+                    eval_results={"HumanEval": {"ndcg@10": 0.5}}, base_model=BASE_REPO)
+    retriever.push_to_hub(REPO, card=card)
     official_folder, official_expected = _official_adapter(base, tmp_path / "official")
     push_folder(official_folder, OFFICIAL_REPO)
     expected = {"q": retriever.encode_queries(TEXTS, show_progress_bar=False), "p": retriever.encode_corpus(TEXTS, show_progress_bar=False)}

@@ -20,7 +20,10 @@ METRIC_NAMES = {"ndcg@10": "ndcg_at_10", "mrr@10": "mrr_at_10", "recall@100": "r
 class CardInfo:
     """What the retriever itself does not know: how it was trained and how it scored.
 
-    `eval_results` maps a dataset name to metrics keyed like "ndcg@10" (fractions, not percent).
+    `training_data` are Hub dataset ids (the card's `datasets` metadata), `training_summary` says in words what
+    the training rows held, `eval_results` maps a dataset name to metrics keyed like "ndcg@10" (fractions, not
+    percent), `base_model` is the Hub id the card names as the base model (a local run keeps its loadable path in
+    the adapter config; `push_to_hub` writes this id there), `framework_versions` the stack it trained with.
     """
 
     training_data: list[str] = field(default_factory=list)
@@ -28,6 +31,9 @@ class CardInfo:
     eval_results: dict[str, dict[str, float]] = field(default_factory=dict)
     license: str = "apache-2.0"
     language: list[str] = field(default_factory=lambda: ["en"])
+    base_model: str | None = None
+    training_summary: str = ""
+    framework_versions: dict[str, str] = field(default_factory=dict)
 
 
 def save_card_info(folder: Path, info: CardInfo) -> None:
@@ -38,6 +44,50 @@ def load_card_info(folder: Path) -> CardInfo | None:
     """The CardInfo saved in a retriever folder, or None if it records none."""
     path = folder / CARD_FILE
     return CardInfo(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
+FRAMEWORKS = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "tokenizers", "accelerate")
+
+
+def framework_versions() -> dict[str, str]:
+    """Python's, revela-hf's and the installed stack's versions, as a card's "Framework versions" lists them."""
+    import platform
+
+    from revela_hf import __version__
+    from revela_hf.dependency_versions import installed_version
+
+    found = {name: installed_version(name) for name in FRAMEWORKS}
+    return {"python": platform.python_version(), "revela-hf": __version__, **{k: v for k, v in found.items() if v}}
+
+
+def dataset_summary(dataset: Any) -> str:
+    """In words, what a training set of prepared groups (`chunks`, optionally `doc_ids` and `sources` columns) or of
+    other rows holds: groups, chunks, documents and sources, as a card's training section says."""
+    columns = set(getattr(dataset, "column_names", None) or [])
+    if "chunks" not in columns:
+        return f"{len(dataset):,} training rows"
+    sizes = [len(chunks) for chunks in dataset["chunks"]]
+    size = f"{sizes[0]}" if len(set(sizes)) == 1 else f"{min(sizes)}-{max(sizes)}"
+    parts = [f"{sum(sizes):,} chunks"]
+    if "doc_ids" in columns:
+        parts.append(f"from {len({doc for ids in dataset['doc_ids'] for doc in ids}):,} documents")
+    summary = f"{len(sizes):,} groups of {size} chunks ({' '.join(parts)})"
+    if "sources" in columns:
+        summary += f"; sources: {', '.join(sorted({s for sources in dataset['sources'] for s in sources}))}"
+    return summary
+
+
+def _training_data(info: CardInfo) -> str:
+    parts = [info.training_summary] if info.training_summary else []
+    if info.training_data:
+        parts.append("datasets: " + ", ".join(info.training_data))
+    return "; ".join(parts) or "not recorded"
+
+
+def _versions_list(versions: dict[str, str]) -> str:
+    if not versions:
+        return "Not recorded."
+    return "\n".join(f"- {name}: {version}" for name, version in versions.items())
 
 
 def _hyperparameter_table(hyperparameters: dict[str, Any]) -> str:
@@ -112,7 +162,8 @@ def render_model_card(
         normalize="yes" if settings["normalize"] else "no",
         max_length=settings["max_length"],
         embedding_dim=embedding_dim,
-        training_data=", ".join(info.training_data) or "not recorded",
+        training_data=_training_data(info),
+        framework_versions=_versions_list(info.framework_versions),
         hyperparameters=_hyperparameter_table(info.hyperparameters),
         evaluation=_evaluation_table(info.eval_results),
         repo_id=repo_id,

@@ -240,7 +240,7 @@ class RevelaRetriever(nn.Module):
         (folder / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         dim = self.backbone.config.hidden_size
         write_sentence_transformers_files(folder, self.settings(), dim, base_config)
-        base = base_model or self.backbone.config.name_or_path
+        base = base_model or (card.base_model if card else None) or self.backbone.config.name_or_path
         card_text = render_model_card(name, self.settings(), base, dim, is_adapter, card, base_config)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
         if card is not None:
@@ -311,9 +311,11 @@ class RevelaRetriever(nn.Module):
         """Upload the retriever only (adapter or weights, tokenizer, settings, card); returns the commit URL.
 
         Pass `base_model` (a Hub id) when the backbone was loaded from a local folder, so the
-        adapter can find its base model wherever it is loaded; `merge_lora` uploads the merged
+        adapter can find its base model wherever it is loaded (default: the card's `base_model`, which
+        training records from `RevelaTrainingArguments.base_model`); `merge_lora` uploads the merged
         full weights instead of the adapter (see `save_pretrained`).
         """
+        base_model = base_model or (card or self.card or CardInfo()).base_model
         base = base_model or self.backbone.config.name_or_path
         if has_adapter(self.backbone) and not merge_lora and Path(base).expanduser().exists():
             warnings.warn(f"the adapter's base model is the local path {base}; pass base_model='<hub id>' so others can load it")

@@ -59,6 +59,10 @@ class RevelaTrainingArguments(TrainingArguments):
             Added. A BEIR folder (its `test` split) to evaluate the retriever on: [`RevelaTrainer`] then builds a
             `RetrievalEvaluator.from_beir(eval_data)`, whose scores are logged as `eval_<folder name>_ndcg@10` and
             so on. Evaluation runs when `evaluate()` is called or, during training, as `eval_strategy` says.
+        base_model (`str`, *optional*):
+            Added. The Hub id of the retriever's base model (e.g. `"HuggingFaceTB/SmolLM2-135M"`) when its backbone
+            loads from a local folder: the retriever's model card names it, and `push_to_hub` points the adapter
+            at it. The local run keeps loading from the folder.
 
     Example:
 
@@ -89,6 +93,11 @@ class RevelaTrainingArguments(TrainingArguments):
     eval_data: str | None = field(
         default=None,
         metadata={"help": "BEIR folder the retriever is evaluated on (metrics eval_<folder name>_ndcg@10, ...)."},
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the retriever's base model, for its model card and push_to_hub (the backbone "
+                          "may load from a local folder)."},
     )
 
     def __post_init__(self) -> None:
@@ -231,6 +240,7 @@ class RevelaTrainer(Trainer):
         self._group_metrics: dict[str, list[float]] = defaultdict(list)
         self._evaluations: dict[int, dict[str, float]] = {}  # global step -> the evaluator's scores
         self._evaluated_step: int | None = None  # the evaluation the model card reports
+        self._training_summary: str | None = None  # the card's training data in words, counted once
 
     def _validate_args(self) -> None:
         # An evaluator takes the place of the eval_dataset the Trainer asks for with an eval_strategy.
@@ -329,17 +339,44 @@ class RevelaTrainer(Trainer):
         self._evaluated_step = self.state.best_global_step
 
     def _card_info(self, config):
-        """The retriever's model card records its objective, the objective's settings, the run's schedule and, once
-        evaluated, the last evaluation's scores and step (after `load_best_model_at_end`, the best checkpoint's)."""
+        """The retriever's model card records its objective and the objective's settings, the run's schedule, batch,
+        lengths, seed and LoRA settings, the training data in words, the base model's Hub id, the framework
+        versions and, once evaluated, the last evaluation's scores and step (after `load_best_model_at_end`, the
+        best checkpoint's)."""
+        from revela_hf.model_card import dataset_summary, framework_versions
         from revela_hf.objectives import card_info
 
-        schedule = {"learning_rate": self.args.learning_rate, "steps": self.state.global_step}
+        if self._training_summary is None and self.train_dataset is not None:
+            self._training_summary = dataset_summary(self.train_dataset)
+        args = self.args
+        hyperparameters = {
+            "learning_rate": args.learning_rate,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            **({"lr_scheduler_kwargs": args.lr_scheduler_kwargs} if args.lr_scheduler_kwargs else {}),
+            "warmup_steps": args.warmup_steps,
+            "optim": str(getattr(args.optim, "value", args.optim)),
+            "weight_decay": args.weight_decay,
+            "groups_per_update": args.gradient_accumulation_steps * args.world_size,
+            "max_length": args.max_length,
+            "retriever_max_length": args.retriever_max_length,
+            "seed": args.seed,
+            "steps": self.state.global_step,
+            **{f"{part}_lora": _lora_summary(getattr(config, f"{part}_lora")) for part in ("retriever", "lm") if getattr(config, f"{part}_lora")},
+        }
         scores = self._evaluations.get(self._evaluated_step)
-        if scores is None:
-            return card_info(config, hyperparameters=schedule)
-        name = getattr(self.evaluator, "name", "")
-        results = {name or "evaluation": {key.removeprefix(f"{name}_") if name else key: value for key, value in scores.items()}}
-        return card_info(config, hyperparameters={**schedule, "evaluated_at_step": self._evaluated_step}, eval_results=results)
+        results = {}
+        if scores is not None:
+            name = getattr(self.evaluator, "name", "")
+            results = {name or "evaluation": {key.removeprefix(f"{name}_") if name else key: value for key, value in scores.items()}}
+            hyperparameters["evaluated_at_step"] = self._evaluated_step
+        return card_info(config, hyperparameters=hyperparameters, eval_results=results, base_model=args.base_model,
+                         training_summary=self._training_summary or "", framework_versions=framework_versions())
+
+
+def _lora_summary(lora: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a LoRA config dict worth a card line (rank, alpha, dropout, target modules)."""
+    keys = ("r", "lora_alpha", "lora_dropout", "target_modules")
+    return {key: sorted(lora[key]) if key == "target_modules" and lora.get(key) else lora.get(key) for key in keys}
 
 
 def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -131,6 +131,7 @@ def run_demo(
         report_to=[],
         seed=seed,
         use_cpu=True,
+        base_model=recipe.hub_id,
     )
     trainer = train(spec, corpus, args, callbacks=[curve], evaluator=evaluator)
     table[trained_name(objective, retriever)] = evaluate_retrieval(trainer.model.retriever, beir)

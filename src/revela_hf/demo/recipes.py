@@ -55,6 +55,7 @@ class RetrieverRecipe:
     pooling: str
     temperature: float  # Sim's tau: a decoder's embeddings start nearly parallel, a trained encoder's do not
     learning_rate: float
+    hub_id: str  # the Hub model its local copy stands for, named as the base model in the trained card
     encoder: bool = False
 
 
@@ -63,10 +64,15 @@ RETRIEVERS = {
     # the default budget does not improve it (runs end at or below their start), while EOS climbs to
     # 23.1 over four 90-step runs and 27.3 over three 180-step runs (README, "Yardstick suite");
     # `--pooling mean` keeps it at hand.
-    "smollm2": RetrieverRecipe("SmolLM2-135M", pooling="eos", temperature=1e-3, learning_rate=3e-4),
+    "smollm2": RetrieverRecipe(
+        "SmolLM2-135M", pooling="eos", temperature=1e-3, learning_rate=3e-4, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
     # Adapting a supervised model: its cosines spread over [0, 1], so tau is a contrastive loss's 0.05
     # (at 1e-3 Sim is one-hot and passes no gradient), and a lower rate keeps what it already knows.
-    "minilm": RetrieverRecipe("all-MiniLM-L6-v2", pooling="mean", temperature=0.05, learning_rate=1e-4, encoder=True),
+    "minilm": RetrieverRecipe(
+        "all-MiniLM-L6-v2", pooling="mean", temperature=0.05, learning_rate=1e-4,
+        hub_id="sentence-transformers/all-MiniLM-L6-v2", encoder=True,
+    ),
 }
 
 
