@@ -33,14 +33,15 @@ from typing import Any
 
 import torch
 
+from revela_hf.demo import run_demo
 from revela_hf.demo.assets import log, minilm_path, smollm2_path
 from revela_hf.demo.benchmark_sets import BUILDERS, build_suite
-from revela_hf.demo import run_demo
-from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
 from revela_hf.demo.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
 from revela_hf.evaluation import hybrid_name, hybrid_runs, load_beir, plot_results, retrieval_metrics, retrieve
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
 from revela_hf.search.encoders import load_encoder
+from revela_hf.search.fusion import FUSIONS
 
 MAIN_METRIC = "ndcg@10"
 
@@ -101,8 +102,9 @@ def _evaluate_on_sets(
     load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache, hybrid: bool = False
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{system: {set: metrics}} of one retriever (`run` names it: a folder, or "baseline"), loaded once, only
-    if a set is not cached; with `hybrid` (a dense retriever), also of its ranking fused with BM25's."""
-    systems = [name, hybrid_name(name)] if hybrid else [name]
+    if a set is not cached; with `hybrid` (a dense retriever), also of its ranking fused with BM25's by every
+    fusion of `FUSIONS`."""
+    systems = [name, *(hybrid_name(name, fusion) for fusion in FUSIONS)] if hybrid else [name]
     retriever = None
     scores: dict[str, dict[str, dict[str, float]]] = {system: {} for system in systems}
     for set_name, folder in folders.items():
@@ -116,7 +118,9 @@ def _evaluate_on_sets(
         dataset = load_beir(folder)
         runs = {name: retrieve(retriever, dataset)}
         if hybrid:
-            runs.update(hybrid_runs(runs, dataset))
+            dense = dict(runs)
+            for fusion in FUSIONS:
+                runs.update(hybrid_runs(dense, dataset, fusion=fusion))
         for system, ranked in runs.items():
             metrics = retrieval_metrics(dataset.qrels, ranked, (10, 100))
             scores[system][set_name] = {m: metrics[m] for m in HEADLINE_METRICS}
@@ -249,7 +253,7 @@ def main() -> None:
     parser.add_argument("--sets", help=f"comma-separated subset of {','.join(BUILDERS)} (--suite)")
     parser.add_argument("--baselines", default="untrained,bm25,minilm", help=f"comma-separated subset of {','.join(BASELINES)}; bm25 always runs (--suite)")
     parser.add_argument("--retriever", action="append", default=[], metavar="LABEL=PATH", help="trained retriever folder; repeat a label for seeds (--suite)")
-    parser.add_argument("--hybrid", action="store_true", help="also every trained retriever fused with BM25 by reciprocal rank (--suite)")
+    parser.add_argument("--hybrid", action="store_true", help="also every trained retriever fused with BM25, by normalised scores and by reciprocal rank (--suite)")
     parser.add_argument("--cache", help="JSON-lines file of measured (system, run, set) metrics, reused by a re-run (--suite)")
     parser.add_argument("--concode", help="CONCODE jsonl (default $REVELA_CONCODE or ../shared/data/codexglue/concode-dev.jsonl)")
     parser.add_argument("--foldoc", help="folder of foldoc.index + foldoc.dict.dz (default /usr/share/dictd)")

@@ -21,6 +21,7 @@ from revela_hf.evaluation import (
     recall_at_k,
     write_beir,
 )
+from revela_hf.search import fuse, score_fusion
 
 QRELS = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
 RESULTS = {"q1": {"d2": 0.9, "d3": 0.8, "d1": 0.7}, "q2": {"d1": 0.5}}
@@ -112,6 +113,28 @@ def test_cli_evaluate_sentence_transformers_and_bm25(beir_folder, tmp_path, caps
     results = json.loads(out.read_text())["results"]
     assert set(results) == {minilm_path(), "bm25", hybrid_name(minilm_path())} and plot.is_file()
     assert evaluate_retrieval(minilm_path(), beir_folder, hybrid=True) == results[hybrid_name(minilm_path())]
+    assert hybrid_name(minilm_path()) == f"{minilm_path()} + BM25 (score fusion)"  # the default fusion
+    main(["evaluate", "--retriever", minilm_path(), "--data", str(beir_folder), "--output", str(out), "--hybrid", "--fusion", "rrf"])
+    rrf = json.loads(out.read_text())["results"][hybrid_name(minilm_path(), "rrf")]
+    assert rrf == evaluate_retrieval(minilm_path(), beir_folder, hybrid=True, fusion="rrf")
+
+
+def test_score_fusion_follows_the_formula():
+    # Per query, each run's scores min-max normalised ((s - min) / (max - min)), then weighted and summed; a run
+    # that did not return a document adds nothing for it. By hand for q1: dense a 1, b .5, d .25, c 0; lexical
+    # c 1, b .75, a .375, e 0.
+    dense = {"q1": {"a": 0.9, "b": 0.5, "d": 0.3, "c": 0.1}, "q2": {"x": 0.5}}
+    lexical = {"q1": {"c": 10.0, "b": 8.0, "a": 5.0, "e": 2.0}, "q3": {"y": 1.0}}
+    fused = score_fusion([dense, lexical], top_k=3)
+    assert list(fused["q1"]) == ["a", "b", "c"] and fused["q1"] == pytest.approx({"a": 0.6875, "b": 0.625, "c": 0.5})
+    assert fused["q2"] == pytest.approx({"x": 0.5}) and fused["q3"] == pytest.approx({"y": 0.5})
+    assert score_fusion([dense, lexical], weights=[1.0, 0.0], top_k=2)["q1"] == pytest.approx({"a": 1.0, "b": 0.5})
+    assert fuse([dense, lexical], "score", top_k=3) == fused
+    assert fuse([dense, lexical], "rrf", top_k=2) == reciprocal_rank_fusion([dense, lexical], top_k=2)
+    with pytest.raises(ValueError, match="one non-negative weight per run"):
+        score_fusion([dense, lexical], weights=[1.0])
+    with pytest.raises(ValueError, match="unknown fusion 'max'; choose one of score, rrf"):
+        fuse([dense], "max")
 
 
 def test_reciprocal_rank_fusion_follows_the_formula():

@@ -24,7 +24,8 @@ def test_sharded_index_finds_the_right_document(tmp_path, kind):
     assert len(hits[0]) == 3 and hits[0][1].score == pytest.approx(0.0)
 
 
-def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path):
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path, fusion):
     # Dense (one-hot on the trailing number) and lexical (the fruit word) disagree on purpose.
     fruits = ["apple", "banana", "cherry", "grape", "lemon", "mango", "pear"]
     docs = [(f"d{i}", f"{fruit} document number {i}") for i, fruit in enumerate(fruits)]
@@ -33,11 +34,23 @@ def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path):
     assert reopened.config.lexical and (tmp_path / "idx" / reopened.config.generation / "bm25").is_dir()
     queries = ["banana 3", "pear 6"]
     embeddings = OneHotEncoder().encode_queries(queries)
-    hits = reopened.search_hybrid(queries, embeddings, top_k=3)
-    # An independent reference: the dense ranking of every document and BM25 over the same texts, fused by RRF.
+    hits = reopened.search_hybrid(queries, embeddings, top_k=3, fusion=fusion)
+    # An independent reference: the dense ranking of every document and BM25 over the same texts, fused by
+    # reciprocal rank or by min-max normalised scores, written out here.
     dense = {str(q): {h.doc_id: h.score for h in q_hits} for q, q_hits in enumerate(reopened.search(embeddings, top_k=7))}
     lexical = dict(enumerate(BM25Retriever([d for d, _ in docs], [t for _, t in docs]).search(queries, 7)))
-    expected = reciprocal_rank_fusion([dense, {str(q): run for q, run in lexical.items()}], top_k=3)
+    lexical = {str(q): run for q, run in lexical.items()}
+    if fusion == "rrf":
+        expected = reciprocal_rank_fusion([dense, lexical], top_k=3)
+    else:
+        expected = {}
+        for q in dense:
+            scores = {}
+            for run in (dense[q], lexical[q]):
+                low, high = min(run.values()), max(run.values())
+                for doc, score in run.items():
+                    scores[doc] = scores.get(doc, 0.0) + 0.5 * ((score - low) / (high - low) if high > low else 1.0)
+            expected[q] = dict(sorted(scores.items(), key=lambda item: -item[1])[:3])
     for q, q_hits in enumerate(hits):
         assert [(h.doc_id, pytest.approx(h.score)) for h in q_hits] == list(expected[str(q)].items())
     assert {h.doc_id for h in hits[0][:2]} == {"d1", "d3"} and hits[0][0].text == dict(docs)[hits[0][0].doc_id]
@@ -64,7 +77,7 @@ def test_cli_index_and_search(tmp_path, capsys):
     data = write_beir(tmp_path / "beir", BeirDataset(corpus={k: {"title": "", "text": v} for k, v in corpus.items()}, queries={}, qrels={}))
     assert main(["index", "--retriever", minilm_path(), "--corpus", str(data / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--kind", "hnsw", "--shard-size", "2", "--hybrid"]) == 0
     capsys.readouterr()
-    for mode in ([], ["--hybrid"]):
+    for mode in ([], ["--hybrid"], ["--hybrid", "--fusion", "rrf"]):
         assert main(["search", "what is the capital city of France?", "--index", str(tmp_path / "idx"), "--top-k", "2", "--json", *mode]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["hits"][0]["id"] == "paris" and len(result["hits"]) == 2

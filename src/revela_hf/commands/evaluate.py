@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from revela_hf.commands import positive_int
+from revela_hf.search.fusion import DEFAULT_FUSION, FUSIONS
 
 
 def register(subparsers) -> None:
@@ -19,8 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument("--plot", help="PNG bar chart of the table")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--no-bm25", action="store_true", help="do not add BM25 to the table")
-    parser.add_argument("--hybrid", action="store_true",
-                        help="add a row per dense retriever: its ranking fused with BM25's (reciprocal-rank fusion, k=60)")
+    parser.add_argument("--hybrid", action="store_true", help="add a row per dense retriever: its ranking fused with BM25's")
+    parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION,
+                        help="how --hybrid fuses: score (min-max normalised scores, equal weights; default) or rrf (reciprocal rank, k=60)")
     parser.set_defaults(func=run)
 
 
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from revela_hf.evaluation import evaluate_table, format_table, plot_results, save_table
 
     retrievers = list(dict.fromkeys(args.retriever + ([] if args.no_bm25 else ["bm25"])))
-    table = evaluate_table(retrievers, args.data, batch_size=args.batch_size, split=args.split, hybrid=args.hybrid)
+    table = evaluate_table(retrievers, args.data, batch_size=args.batch_size, split=args.split, hybrid=args.hybrid,
+                           fusion=args.fusion)
     print(format_table(table))
     output = save_table(table, args.output or Path(args.data) / "results.json", args.data)
     print(f"results written to {output}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from revela_hf.commands import positive_int
+from revela_hf.search.fusion import DEFAULT_FUSION, FUSIONS
 
 
 def register(subparsers) -> None:
@@ -15,7 +16,9 @@ def register(subparsers) -> None:
     parser.add_argument("--retriever", help="retriever to encode queries with (default: the one that built the index)")
     parser.add_argument("--top-k", type=positive_int, default=10)
     parser.add_argument("--hybrid", action="store_true",
-                        help="fuse the dense ranking with BM25's by reciprocal rank (an index built with --hybrid)")
+                        help="fuse the dense ranking with BM25's (an index built with --hybrid)")
+    parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION,
+                        help="how --hybrid fuses: score (min-max normalised scores, equal weights; default) or rrf (reciprocal rank, k=60)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.set_defaults(func=run)
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the index does not record its retriever; pass --retriever")
     embeddings = load_encoder(retriever).encode_queries(args.queries)
     if args.hybrid:
-        hits = index.search_hybrid(args.queries, embeddings, top_k=args.top_k)
+        hits = index.search_hybrid(args.queries, embeddings, top_k=args.top_k, fusion=args.fusion)
     else:
         hits = index.search(embeddings, top_k=args.top_k)
     for query, query_hits in zip(args.queries, hits):

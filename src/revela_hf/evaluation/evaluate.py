@@ -8,7 +8,7 @@ from typing import Any
 from revela_hf.environment import environment
 from revela_hf.evaluation.beir import BeirDataset, load_beir
 from revela_hf.search.bm25 import BM25Retriever
-from revela_hf.search.fusion import Run, reciprocal_rank_fusion
+from revela_hf.search.fusion import DEFAULT_FUSION, FUSION_LABELS, Run, fuse
 from revela_hf.evaluation.metrics import retrieval_metrics
 from revela_hf.io import write_json_atomically
 from revela_hf.search.encoders import as_encoder, load_encoder
@@ -48,30 +48,31 @@ def evaluate_retrieval(
     batch_size: int = 32,
     split: str = "test",
     hybrid: bool = False,
+    fusion: str = DEFAULT_FUSION,
 ) -> dict[str, float]:
     """nDCG@k, MRR@k and Recall@k (every k of `k_values`) of `retriever` on a BEIR folder; with
-    `hybrid`, of the retriever's run fused with BM25's by reciprocal rank."""
+    `hybrid`, of the retriever's run fused with BM25's by `fusion` (`revela_hf.search.fusion`)."""
     dataset = load_beir(data_dir, split=split)
     top_k = max(k_values)
     run = retrieve(retriever, dataset, top_k=top_k, batch_size=batch_size)
     if hybrid:
-        run = hybrid_runs({"dense": run}, dataset, top_k)[hybrid_name("dense")]
+        run = hybrid_runs({"dense": run}, dataset, top_k, fusion)[hybrid_name("dense", fusion)]
     return retrieval_metrics(dataset.qrels, run, k_values)
 
 
-def hybrid_name(retriever: str) -> str:
-    """The results-table row of `retriever` fused with BM25."""
-    return f"{retriever} + BM25 (RRF)"
+def hybrid_name(retriever: str, fusion: str = DEFAULT_FUSION) -> str:
+    """The results-table row of `retriever` fused with BM25 by `fusion`."""
+    return f"{retriever} + BM25 ({FUSION_LABELS[fusion]})"
 
 
-def hybrid_runs(runs: dict[str, Run], dataset: BeirDataset, top_k: int = 100) -> dict[str, Run]:
-    """Every dense run of `runs` ({name: run}) fused with BM25's by reciprocal rank, keyed by `hybrid_name`;
-    BM25's run is computed once, or taken from `runs` when it is there."""
+def hybrid_runs(runs: dict[str, Run], dataset: BeirDataset, top_k: int = 100, fusion: str = DEFAULT_FUSION) -> dict[str, Run]:
+    """Every dense run of `runs` ({name: run}) fused with BM25's by `fusion`, keyed by `hybrid_name`; BM25's run
+    is computed once, or taken from `runs` when it is there."""
     lexical = next((run for name, run in runs.items() if name.lower() == BM25), None)
     if lexical is None:
         lexical = retrieve(BM25, dataset, top_k=top_k)
     return {
-        hybrid_name(name): reciprocal_rank_fusion([run, lexical], top_k=top_k) for name, run in runs.items() if name.lower() != BM25
+        hybrid_name(name, fusion): fuse([run, lexical], fusion, top_k) for name, run in runs.items() if name.lower() != BM25
     }
 
 
@@ -82,14 +83,15 @@ def evaluate_table(
     batch_size: int = 32,
     split: str = "test",
     hybrid: bool = False,
+    fusion: str = DEFAULT_FUSION,
 ) -> dict[str, dict[str, float]]:
     """{retriever name: metrics} for several retrievers on the same BEIR folder; with `hybrid`, a row
-    more per dense retriever: its run fused with BM25's (each run computed once)."""
+    more per dense retriever: its run fused with BM25's by `fusion` (each run computed once)."""
     dataset = load_beir(data_dir, split=split)
     top_k = max(k_values)
     runs = {name: retrieve(name, dataset, top_k=top_k, batch_size=batch_size) for name in retrievers}
     if hybrid:
-        runs.update(hybrid_runs(runs, dataset, top_k))
+        runs.update(hybrid_runs(runs, dataset, top_k, fusion))
     return {name: retrieval_metrics(dataset.qrels, run, k_values) for name, run in runs.items()}
 
 

@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 from revela_hf.search.bm25 import BM25Retriever
-from revela_hf.search.fusion import reciprocal_rank_fusion
+from revela_hf.search.fusion import DEFAULT_FUSION, fuse
 from revela_hf.io import absolute, fault_point, fsync_tree, output_lock, write_json_atomically
 from revela_hf.encoders import Encoder
 
@@ -157,9 +157,12 @@ class ShardedIndex:
         """The `top_k` best documents for each query embedding, best first, across all shards."""
         return [self._hits(candidates) for candidates in self._dense(query_embeddings, top_k)]
 
-    def search_hybrid(self, queries: list[str], query_embeddings: np.ndarray, top_k: int = 10) -> list[list[Hit]]:
+    def search_hybrid(
+        self, queries: list[str], query_embeddings: np.ndarray, top_k: int = 10, fusion: str = DEFAULT_FUSION
+    ) -> list[list[Hit]]:
         """The `top_k` best documents for each query (its text for BM25, its embedding for the dense
-        shards): the two rankings of `HYBRID_DEPTH` documents fused by reciprocal rank (k = 60), scored by RRF."""
+        shards): the two rankings of `HYBRID_DEPTH` documents fused by `fusion` (`revela_hf.search.fusion`:
+        normalised scores by default, or reciprocal rank), scored by it."""
         if not self.config.lexical:
             raise ValueError(f"the index at {self.root} holds no BM25 index; rebuild it with `revela index --hybrid`")
         if len(queries) != len(query_embeddings):
@@ -168,7 +171,7 @@ class ShardedIndex:
         dense = {str(q): {_row_key(name, row): score for score, name, row in c} for q, c in enumerate(self._dense(query_embeddings, depth))}
         bm25 = BM25Retriever.load(self.root / self.config.generation / LEXICAL_DIR)
         lexical = {str(q): hits for q, hits in enumerate(bm25.search(queries, depth))}
-        fused = reciprocal_rank_fusion([dense, lexical], top_k=top_k)
+        fused = fuse([dense, lexical], fusion, top_k)
         return [self._hits([(score, *_parse_row_key(key)) for key, score in fused.get(str(q), {}).items()]) for q in range(len(queries))]
 
     def _dense(self, query_embeddings: np.ndarray, top_k: int) -> list[list[tuple[float, str, int]]]:
