@@ -60,21 +60,30 @@ def framework_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "revela-hf": __version__, **{k: v for k, v in found.items() if v}}
 
 
-def dataset_summary(dataset: Any) -> str:
-    """In words, what a training set of prepared groups (`chunks`, optionally `doc_ids` and `sources` columns) or of
-    other rows holds: groups, chunks, documents and sources, as a card's training section says."""
+def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
+    """In words, what a training set of prepared groups (a `datasets.Dataset` with a `chunks` column, optionally
+    `doc_ids` and `sources`) or of other rows holds: groups, chunks, documents and sources, as a card's training
+    section says. Read in Arrow batches of `batch_size` rows, so a corpus larger than memory is fine."""
+    import pyarrow.compute as pc
+
     columns = set(getattr(dataset, "column_names", None) or [])
     if "chunks" not in columns:
         return f"{len(dataset):,} training rows"
-    sizes = [len(chunks) for chunks in dataset["chunks"]]
-    size = f"{sizes[0]}" if len(set(sizes)) == 1 else f"{min(sizes)}-{max(sizes)}"
-    parts = [f"{sum(sizes):,} chunks"]
-    if "doc_ids" in columns:
-        parts.append(f"from {len({doc for ids in dataset['doc_ids'] for doc in ids}):,} documents")
-    summary = f"{len(sizes):,} groups of {size} chunks ({' '.join(parts)})"
-    if "sources" in columns:
-        summary += f"; sources: {', '.join(sorted({s for sources in dataset['sources'] for s in sources}))}"
-    return summary
+    wanted = [c for c in ("chunks", "doc_ids", "sources") if c in columns]
+    sizes: set[int] = set()
+    chunks, documents, sources = 0, set(), set()
+    for batch in dataset.select_columns(wanted).with_format("arrow").iter(batch_size=batch_size):
+        lengths = pc.list_value_length(batch.column("chunks"))
+        sizes.update(pc.unique(lengths).to_pylist())
+        chunks += pc.sum(lengths).as_py() or 0
+        if "doc_ids" in wanted:
+            documents.update(pc.unique(pc.list_flatten(batch.column("doc_ids"))).to_pylist())
+        if "sources" in wanted:
+            sources.update(pc.unique(pc.list_flatten(batch.column("sources"))).to_pylist())
+    size = f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"
+    found = f"{chunks:,} chunks" + (f" from {len(documents):,} documents" if "doc_ids" in wanted else "")
+    summary = f"{len(dataset):,} group{'s' if len(dataset) != 1 else ''} of {size} chunks ({found})"
+    return summary + (f"; sources: {', '.join(sorted(sources))}" if sources else "")
 
 
 def _training_data(info: CardInfo) -> str:
