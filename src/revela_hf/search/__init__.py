@@ -1,12 +1,23 @@
-"""Search: encoder adapters, sharded faiss indexes, BM25 and the fusion of their rankings (hybrid)."""
+"""Search: encoder adapters, sharded faiss indexes, BM25 and the fusion of their rankings (hybrid).
+Names are imported on first use, so `revela --help` reads the fusion names without loading faiss or torch."""
 
-from revela_hf.search.bm25 import BM25Retriever
-from revela_hf.encoders import Encoder
-from revela_hf.search.encoders import as_encoder, load_encoder
-from revela_hf.search.fusion import DEFAULT_FUSION, FUSIONS, fuse, reciprocal_rank_fusion, score_fusion
-from revela_hf.search.index import Hit, IndexConfig, ShardedIndex, new_faiss_index, search_faiss
+from revela_hf.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_FUSION", "FUSIONS", "BM25Retriever", "Encoder", "Hit", "IndexConfig", "ShardedIndex", "as_encoder", "fuse",
-    "load_encoder", "new_faiss_index", "reciprocal_rank_fusion", "score_fusion", "search_faiss",
-]
+_EXPORTS = {
+    "BM25Retriever": "revela_hf.search.bm25",
+    "Encoder": "revela_hf.encoders",
+    "as_encoder": "revela_hf.search.encoders",
+    "load_encoder": "revela_hf.search.encoders",
+    "DEFAULT_FUSION": "revela_hf.search.fusion",
+    "FUSIONS": "revela_hf.search.fusion",
+    "fuse": "revela_hf.search.fusion",
+    "reciprocal_rank_fusion": "revela_hf.search.fusion",
+    "score_fusion": "revela_hf.search.fusion",
+    "Hit": "revela_hf.search.index",
+    "IndexConfig": "revela_hf.search.index",
+    "ShardedIndex": "revela_hf.search.index",
+    "new_faiss_index": "revela_hf.search.index",
+    "search_faiss": "revela_hf.search.index",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
