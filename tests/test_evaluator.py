@@ -72,6 +72,12 @@ def test_the_trained_card_records_the_run(setup, evaluated):
     folder = Path(trainer.args.output_dir) / "checkpoint-4" / "retriever"
     card = load_card_info(folder)
     assert card.training_summary == "8 groups of 4 chunks (32 chunks from 16 documents); sources: text"
+    from datasets import Dataset
+
+    from revela_hf.model_card import dataset_summary
+
+    per_file = Dataset.from_list([{"chunks": ["a", "b"], "sources": [f"f{i}.py", f"f{i + 1}.py"]} for i in range(0, 14, 2)])
+    assert dataset_summary(per_file, batch_size=3) == "7 groups of 2 chunks (14 chunks); 14 sources (f0.py, f1.py, f10.py, f11.py, f12.py, ...)"
     assert card.base_model == BASE_MODEL
     assert card.framework_versions["transformers"] == transformers.__version__
     assert card.framework_versions["peft"] == peft.__version__

@@ -46,6 +46,7 @@ def load_card_info(folder: Path) -> CardInfo | None:
     return CardInfo(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
+MAX_LISTED_SOURCES = 5  # a card lists this many training sources by name, and counts more
 FRAMEWORKS = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "tokenizers", "accelerate")
 
 
@@ -83,6 +84,9 @@ def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
     size = f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"
     found = f"{chunks:,} chunks" + (f" from {len(documents):,} documents" if "doc_ids" in wanted else "")
     summary = f"{len(dataset):,} group{'s' if len(dataset) != 1 else ''} of {size} chunks ({found})"
+    if len(sources) > MAX_LISTED_SOURCES:  # e.g. one source per file: name a few, count the rest
+        named = sorted(sources)[:MAX_LISTED_SOURCES]
+        return summary + f"; {len(sources):,} sources ({', '.join(named)}, ...)"
     return summary + (f"; sources: {', '.join(sorted(sources))}" if sources else "")
 
 
