@@ -78,6 +78,7 @@ def test_the_trained_card_records_the_run(setup, evaluated):
 
     per_file = Dataset.from_list([{"chunks": ["a", "b"], "sources": [f"f{i}.py", f"f{i + 1}.py"]} for i in range(0, 14, 2)])
     assert dataset_summary(per_file, batch_size=3) == "7 groups of 2 chunks (14 chunks); 14 sources (f0.py, f1.py, f10.py, f11.py, f12.py, ...)"
+    assert dataset_summary(per_file.to_iterable_dataset()) == ""  # a stream is not read to count it
     assert card.base_model == BASE_MODEL
     assert card.framework_versions["transformers"] == transformers.__version__
     assert card.framework_versions["peft"] == peft.__version__

@@ -64,10 +64,14 @@ def framework_versions() -> dict[str, str]:
 def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
     """In words, what a training set of prepared groups (a `datasets.Dataset` with a `chunks` column, optionally
     `doc_ids` and `sources`) or of other rows holds: groups, chunks, documents and sources, as a card's training
-    section says. Read in Arrow batches of `batch_size` rows, so a corpus larger than memory is fine."""
+    section says. Read in Arrow batches of `batch_size` rows, so a corpus larger than memory is fine. A dataset of
+    unknown length (an `IterableDataset`, a streamed or generated one) is not read: "" (not recorded)."""
     import pyarrow.compute as pc
+    from datasets import Dataset
 
-    columns = set(getattr(dataset, "column_names", None) or [])
+    if not isinstance(dataset, Dataset):
+        return f"{len(dataset):,} training rows" if hasattr(dataset, "__len__") else ""
+    columns = set(dataset.column_names)
     if "chunks" not in columns:
         return f"{len(dataset):,} training rows"
     wanted = [c for c in ("chunks", "doc_ids", "sources") if c in columns]
