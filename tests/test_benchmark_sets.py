@@ -12,6 +12,7 @@ import pytest
 from revela_hf.demo import assets, benchmark_sets
 from revela_hf.demo.benchmark_sets import (
     build_concode_beir,
+    default_concode_path,
     build_foldoc_beir,
     build_stdlib_beir,
     build_suite,
@@ -230,3 +231,10 @@ def test_training_text_excludes_evaluation_roots(tmp_path: pathlib.Path, monkeyp
     assert assets.training_text_sources() == [packages / "pkg" / "mod.py"]
     assert assets.training_text_sources(exclude_roots=()) == [stdlib / "json" / "decoder.py", packages / "pkg" / "mod.py"]
     assert assets.training_text_sources(exclude_roots=[stdlib / "json"]) == [packages / "pkg" / "mod.py"]
+
+
+def test_default_concode_path_lies_beside_the_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # shared/ sits next to the repository folder (../shared/data/codexglue/ from the checkout's root)
+    monkeypatch.delenv("REVELA_CONCODE", raising=False)
+    checkout = pathlib.Path(__file__).resolve().parents[1]
+    assert default_concode_path() == checkout.parent / "shared" / "data" / "codexglue" / "concode-dev.jsonl"

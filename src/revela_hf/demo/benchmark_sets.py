@@ -101,7 +101,8 @@ def default_concode_path() -> pathlib.Path:
     env = os.environ.get(CONCODE_ENV)
     if env:
         return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "codexglue" / "concode-dev.jsonl"
+    repository = pathlib.Path(__file__).resolve().parents[3]  # src/revela_hf/demo/<this file> -> the checkout
+    return repository.parent / "shared" / "data" / "codexglue" / "concode-dev.jsonl"
 
 
 def concode_pairs(path: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:
