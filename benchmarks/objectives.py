@@ -60,8 +60,8 @@ def measure(objective: str, group_size: int, length: int, layers: int, hidden: i
     kwargs = {
         "revela_full": dict(objective="revela", freeze_lm=False, temperature=1e-3),
         "revela_frozen_top4": dict(objective="revela", freeze_lm=True, inbatch_layers=[-4, -3, -2, -1], temperature=1e-3),
-        "dream": dict(objective="dream", freeze_lm=True, dream_layers=[-4, -3, -2, -1]),
-        "replug": dict(objective="replug", freeze_lm=True, replug_pair_batch_size=2 * group_size),
+        "dream": dict(objective="dream", freeze_lm=True, objective_settings={"layers": [-4, -3, -2, -1]}),
+        "replug": dict(objective="replug", freeze_lm=True, objective_settings={"pair_batch_size": 2 * group_size}),
     }[objective]
     model = RevelaForCausalLM(RevelaConfig(lm_config=lm.to_dict(), retriever_config=retriever.to_dict(), query_prefix="",
                                            passage_prefix="", **kwargs)).train()

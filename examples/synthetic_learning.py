@@ -224,8 +224,8 @@ def run(objective: str = "revela", group_size: int = 8, control: str = "none", s
         inbatch_top_k=inbatch_top_k,
         freeze_lm=objective != "revela",
         temperature=temperature,
-        replug_retriever_temperature=temperature,
-        dream_temperature=temperature,
+        # The retriever's temperature of each objective: Revela's is `temperature` itself.
+        objective_settings={"replug": {"retriever_temperature": temperature}, "dream": {"temperature": temperature}}.get(objective),
         query_prefix="",
         passage_prefix="",
         query_ratio=query_ratio,

@@ -65,5 +65,5 @@ def test_prepare_then_train_then_load(tmp_path, tiny_lm):
     _cli("train", "--data", str(data), "--lm", tiny_lm, "--output", str(dream_dir), "--max-steps", "1", "--max-length", "64",
          "--objective", "dream", "--inbatch-layers", "-1", "--lora-r", "4")
     config = json.loads((dream_dir / "config.json").read_text())
-    assert config["objective"] == "dream" and config["dream_layers"] == [-1]
+    assert config["objective"] == "dream" and config["objective_settings"]["layers"] == [-1]
     assert "| objective | `dream` |" in (dream_dir / "retriever" / "README.md").read_text()

@@ -182,6 +182,16 @@ def test_from_parts_shares_the_lm_base_checkpoint():
         (dict(inbatch_layers=[7]), "inbatch_layers"),
         (dict(objective="contrastive"), "unknown objective"),
         (dict(temperature=0.0), "temperature"),
+        # The objectives' settings are checked here too, not at their first forward.
+        (dict(objective="replug", objective_settings={"lm_temperature": 0}), "lm_temperature must be a positive"),
+        (dict(objective="replug", objective_settings={"target": "first_half"}), "target must be one of"),
+        (dict(objective="replug", objective_settings={"pair_batch_size": 0}), "pair_batch_size must be a positive"),
+        (dict(objective="replug", replug_retriever_temperature=-1.0), "retriever_temperature must be"),  # the flat spelling
+        (dict(objective="dream", objective_settings={"temperature": 0.0}), "temperature must be a positive"),
+        (dict(objective="dream", objective_settings={"layers": [3]}), "not a layer of the 3-layer LM"),
+        (dict(objective="dream", objective_settings={"heads": [[0, 4]]}), r"in \[0, 4\)"),
+        (dict(objective="dream", objective_settings={"tau": 1.0}), r"DreamSettings has no setting \['tau'\]"),
+        (dict(objective_settings={"temperature": 1.0}), "objective 'revela' takes no objective_settings"),
     ],
 )
 def test_bad_config_is_named(kwargs, match):

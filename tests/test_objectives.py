@@ -1,6 +1,7 @@
 """REPLUG and DREAM on RevelaForCausalLM: equality with hand-written references, head selectivity,
 frozen LM, retriever-only gradients, collator/builders, trainer runs."""
 
+import json
 import math
 
 import pytest
@@ -8,14 +9,15 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_llama_config
 from datasets import Dataset
+from transformers import AutoConfig
 
 from revela_hf import RevelaConfig, RevelaForCausalLM
 from revela_hf.collator import DreamDataCollator, RevelaDataCollator
 from revela_hf.objectives import (
+    DreamSettings,
     card_info,
     dream_rows_from_groups,
     dream_rows_from_pairs,
-    resolve_dream_heads,
     select_retrieval_heads,
     sequence_target_losses,
 )
@@ -74,8 +76,8 @@ def reference_replug(model, batch, target, tau_lm, tau_r, ratio=0.5):
 
 @pytest.mark.parametrize("target,tau", [("second_half", (0.5, 0.1)), ("all", (1e-3, 1e-3))])
 def test_replug_loss_matches_explicit_loop_reference(tokenizer, target, tau):
-    model = build(tokenizer, "replug", replug_target=target, replug_lm_temperature=tau[0], replug_retriever_temperature=tau[1],
-                  replug_pair_batch_size=3).train()
+    settings = {"target": target, "lm_temperature": tau[0], "retriever_temperature": tau[1], "pair_batch_size": 3}
+    model = build(tokenizer, "replug", objective_settings=settings).train()
     batch = RevelaDataCollator(tokenizer, query_prefix="", passage_prefix="")([groups(1, B=5)[0]])
     batch.pop("same_document")
     assert batch["attention_mask"].sum(-1).unique().numel() > 1, "chunks of different lengths exercise the padding"
@@ -182,18 +184,15 @@ def test_dream_collator_layout(tokenizer):
         DreamDataCollator(tokenizer)([{"query": "w1", "target": "w2", "candidates": []}])
 
 
-def test_resolve_dream_heads():
-    def cfg(**kw):
-        return type("C", (), {"dream_layers": None, "dream_heads": None, **kw})
-
-    assert resolve_dream_heads(cfg(), 2, 3) == {0: [0, 1, 2], 1: [0, 1, 2]}
-    assert resolve_dream_heads(cfg(dream_layers=[-1]), 2, 3) == {1: [0, 1, 2]}
-    assert resolve_dream_heads(cfg(dream_heads=[[1, 2], [0, 0], [1, 0]]), 2, 3) == {0: [0], 1: [0, 2]}
-    assert resolve_dream_heads(cfg(dream_layers=[0, -1], dream_heads=[[1], [2, 0]]), 2, 3) == {0: [1], 1: [0, 2]}
-    for bad, match in [(dict(dream_layers=[2]), "layer"), (dict(dream_heads=[[0, 3]]), "heads"),
-                       (dict(dream_heads=[1, 2]), "pairs"), (dict(dream_layers=[0], dream_heads=[[0], [1]]), "one list")]:
+def test_dream_settings_resolve_heads():
+    assert DreamSettings().resolved_heads(2, 3) == {0: [0, 1, 2], 1: [0, 1, 2]}
+    assert DreamSettings(layers=[-1]).resolved_heads(2, 3) == {1: [0, 1, 2]}
+    assert DreamSettings(heads=[[1, 2], [0, 0], [1, 0]]).resolved_heads(2, 3) == {0: [0], 1: [0, 2]}
+    assert DreamSettings(layers=[0, -1], heads=[[1], [2, 0]]).resolved_heads(2, 3) == {0: [1], 1: [0, 2]}
+    for bad, match in [(dict(layers=[2]), "layer"), (dict(heads=[[0, 3]]), "heads"),
+                       (dict(heads=[1, 2]), "pairs"), (dict(layers=[0], heads=[[0], [1]]), "one list")]:
         with pytest.raises(ValueError, match=match):
-            resolve_dream_heads(cfg(**bad), 2, 3)
+            DreamSettings(**bad).resolved_heads(2, 3)
 
 
 # ---------------------------------------------------------------------- DREAM model
@@ -210,7 +209,7 @@ def plain_packed_loss(model, batch):
 
 
 def test_dream_equal_scores_give_zero_bias_and_the_plain_lm_loss(tokenizer):
-    model = build(tokenizer, "dream", dream_heads=[[0, 1], [1, 3]]).eval()
+    model = build(tokenizer, "dream", objective_settings={"heads": [[0, 1], [1, 3]]}).eval()
     batch = dream_batch(tokenizer)
     uniform = batch["candidate_mask"].float() / batch["candidate_mask"].sum(-1, keepdim=True)
     out = model(**batch, inbatch_weights=uniform)
@@ -241,7 +240,7 @@ def attention_outputs(model, batch, weights):
 
 
 def test_dream_bias_only_in_selected_heads_and_reader_rows(tokenizer):
-    model = build(tokenizer, "dream", layers=3, dream_layers=[1], dream_heads=[[0, 2]]).eval()
+    model = build(tokenizer, "dream", layers=3, objective_settings={"layers": [1], "heads": [[0, 2]]}).eval()
     batch = dream_batch(tokenizer)
     real = batch["candidate_mask"]
     uniform = real.float() / real.sum(-1, keepdim=True)
@@ -311,7 +310,7 @@ def reference_dream_loss(model, batch, weights, heads):
 
 
 def test_dream_loss_and_gradient_match_hand_written_reference(tokenizer):
-    model = build(tokenizer, "dream", dream_layers=[0, 1], dream_heads=[[3], [0, 2]], dream_temperature=0.2).train()
+    model = build(tokenizer, "dream", objective_settings={"layers": [0, 1], "heads": [[3], [0, 2]], "temperature": 0.2}).train()
     batch = dream_batch(tokenizer, seed=1)
     out = model(**batch)
     want = reference_dream_loss(model, batch, out.inbatch_weights.detach(), {0: [3], 1: [0, 2]})
@@ -366,7 +365,8 @@ def run_trainer(tokenizer, tmp_path, objective, rows, **model_kwargs):
 @pytest.mark.parametrize("objective", ["replug", "dream"])
 def test_trainer_keeps_the_llm_bit_identical_and_trains_the_retriever(tokenizer, tmp_path, objective):
     rows = groups(4) if objective == "replug" else dream_rows_from_groups(groups(4))
-    kwargs = {"dream_heads": [[1, 0], [1, 1]]} if objective == "dream" else {"replug_lm_temperature": 0.1}
+    settings = {"heads": [[1, 0], [1, 1]]} if objective == "dream" else {"lm_temperature": 0.1}
+    kwargs = {"objective_settings": settings}
     trainer = run_trainer(tokenizer, tmp_path, objective, rows, **kwargs)
     reference = build(tokenizer, objective, **kwargs)
     for (name, a), b in zip(trainer.model.lm.state_dict().items(), reference.lm.state_dict().values()):
@@ -381,12 +381,13 @@ def test_trainer_keeps_the_llm_bit_identical_and_trains_the_retriever(tokenizer,
 
 
 def test_every_registered_objective_names_real_parts():
-    # A registry entry is the whole plug-in: its forward, row builder and collator import, its card and layer
-    # fields are configuration fields, and the configuration accepts its name (and no other).
+    # A registry entry is the whole plug-in: its forward, row builder, collator and settings class import, its card
+    # fields are configuration fields and its layer field a setting, and the configuration accepts its name (and no
+    # other).
     from dataclasses import fields
 
     from revela_hf import collator
-    from revela_hf.objectives import OBJECTIVES, get_objective
+    from revela_hf.objectives import OBJECTIVES, ObjectiveSettings, get_objective
 
     config_fields = {f.name for f in fields(RevelaConfig)}
     for name, objective in OBJECTIVES.items():
@@ -394,10 +395,57 @@ def test_every_registered_objective_names_real_parts():
         assert objective.load_forward() is None or callable(objective.load_forward())
         assert objective.load_rows_from_groups() is None or callable(objective.load_rows_from_groups())
         assert hasattr(getattr(collator, objective.collator), "from_model_config")
-        assert set(objective.card_fields) <= config_fields and objective.layers_field in config_fields | {None}
-        assert RevelaConfig(objective=name).objective == name
+        settings = objective.load_settings()
+        assert settings is None or issubclass(settings, ObjectiveSettings)
+        setting_names = {f.name for f in fields(settings)} if settings else set()
+        assert set(objective.card_fields) <= config_fields and objective.layers_field in setting_names | {None}
+        config = RevelaConfig(lm_config=tiny_llama_config().to_dict(), objective=name)
+        assert config.objective == name and config.objective_settings == (settings().to_dict() if settings else {})
     with pytest.raises(ValueError, match="unknown objective 'contriever'; choose one of revela, replug, dream"):
         RevelaConfig(objective="contriever")
+
+
+# A config.json written before `objective_settings` (5ba35a2) holds every objective's settings as flat keys, these
+# defaults for the objectives not configured; per objective: its flat keys, the settings they stand for, the card rows.
+LEGACY_DEFAULTS = {"replug_retriever_temperature": 0.001, "replug_lm_temperature": 0.001, "replug_target": "second_half",
+                   "replug_pair_batch_size": 16, "dream_layers": None, "dream_heads": None, "dream_temperature": 0.05}
+LEGACY = {
+    "revela": ({}, {}, {"temperature": 0.5, "inbatch_layers": None, "freeze_lm": True}),
+    "replug": (
+        {"replug_retriever_temperature": 0.5, "replug_lm_temperature": 0.1, "replug_target": "all", "replug_pair_batch_size": 3},
+        {"retriever_temperature": 0.5, "lm_temperature": 0.1, "target": "all", "pair_batch_size": 3},
+        {"replug_retriever_temperature": 0.5, "replug_lm_temperature": 0.1, "replug_target": "all"},
+    ),
+    "dream": (
+        {"dream_layers": [1], "dream_heads": [[0, 2]], "dream_temperature": 0.2},
+        {"temperature": 0.2, "layers": [1], "heads": [[0, 2]]},
+        {"dream_temperature": 0.2, "dream_layers": [1], "dream_heads": [[0, 2]]},
+    ),
+}
+
+
+@pytest.mark.parametrize("objective", list(LEGACY))
+def test_a_config_json_with_flat_objective_settings_loads_the_same_model(tokenizer, tmp_path, objective):
+    flat, settings, card_rows = LEGACY[objective]
+    model = build(tokenizer, objective, objective_settings=settings, temperature=0.5).eval()
+    assert model.config.objective_settings == settings
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["objective_settings"]
+    (tmp_path / "config.json").write_text(json.dumps({**saved, **LEGACY_DEFAULTS, **flat}))
+
+    loaded = RevelaForCausalLM.from_pretrained(tmp_path).eval()
+    loaded.lm.requires_grad_(False)  # from_pretrained's weight loading leaves the LM trainable whatever freeze_lm says
+    assert loaded.config.objective_settings == settings and AutoConfig.from_pretrained(tmp_path).objective_settings == settings
+    assert not any(hasattr(loaded.config, key) for key in LEGACY_DEFAULTS), "flat keys are read, not kept"
+    assert card_info(loaded.config).hyperparameters == {"objective": objective, **card_rows}  # the card's rows as before
+    batch = dream_batch(tokenizer) if objective == "dream" else RevelaDataCollator(tokenizer, query_prefix="", passage_prefix="")(groups(1))
+    batch.pop("same_document", None)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss, atol=0, rtol=0)
+    loaded.config.save_pretrained(tmp_path / "resaved")
+    resaved = json.loads((tmp_path / "resaved" / "config.json").read_text())
+    assert resaved["objective_settings"] == settings and not set(LEGACY_DEFAULTS) & set(resaved)
 
 
 def test_only_the_registry_spells_the_objective_names():

@@ -32,7 +32,7 @@ def test_a_yaml_recipe_fills_both_dataclasses(tmp_path):
     assert (args.output_dir, args.max_steps, args.learning_rate, args.max_length) == ("run", 5, 3e-5, 32)
     assert (args.gradient_accumulation_steps, args.report_to, args.lr_scheduler_type, args.bf16) == (2, [], "linear", True)
     spec = recipe.model_spec()
-    assert spec.config_overrides == {"inbatch_top_k": None, "objective": "dream", "dream_layers": [-2, -1]}
+    assert spec.config_overrides == {"inbatch_top_k": None, "objective": "dream", "objective_settings": {"layers": [-2, -1]}}
     assert (spec.retriever_lora_r, spec.freeze_lm, spec.retriever_layers) == (4, True, 2)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
+from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 from revela_hf.retriever import check_pooling
+
+if TYPE_CHECKING:
+    from revela_hf.objectives.base import ObjectiveSettings
 
 
 class RevelaConfig(PreTrainedConfig):
@@ -18,9 +21,9 @@ class RevelaConfig(PreTrainedConfig):
     the two networks and the settings of how they are trained together: the retriever scores every pair of chunks in
     a group, the softmax of those scores (Sim) weights an extra in-batch attention term in the LM, and the LM's
     next-token loss trains both. The same configuration also selects one of two retriever-only objectives, REPLUG
-    and DREAM, that keep the LM frozen (see `revela_hf.objectives`). Most values are checked when the configuration
-    is built, so a bad setting fails here rather than in the middle of training; the REPLUG and DREAM settings are
-    checked by the forward pass that uses them.
+    and DREAM, that keep the LM frozen (see `revela_hf.objectives`); their settings are one nested dict,
+    `objective_settings`. The values are checked when the configuration is built, so a bad setting fails here rather
+    than in the middle of training.
 
     Configuration objects inherit from [`PreTrainedConfig`] and can be used to control the model outputs. Read the
     documentation from [`PreTrainedConfig`] for more information.
@@ -84,24 +87,13 @@ class RevelaConfig(PreTrainedConfig):
             Training objective: `"revela"` (in-batch attention), `"replug"` or `"dream"`. The last two train the
             retriever only and need an LM without trainable weights (`freeze_lm=True`), which the forward pass
             checks.
-        replug_retriever_temperature (`float`, *optional*, defaults to 1e-3):
-            REPLUG's retriever temperature tau_r in P_R(j | i) = softmax_j(cos(q_i, p_j) / tau_r).
-        replug_lm_temperature (`float`, *optional*, defaults to 1e-3):
-            REPLUG's LM temperature tau_lm in P_LM(j | i) = softmax_j(-loss_LM(i | j) / tau_lm).
-        replug_target (`str`, *optional*, defaults to `"second_half"`):
-            The tokens of chunk i that REPLUG scores given chunk j: `"second_half"` scores those after its first
-            `query_ratio` (the query part, as REPLUG does), `"all"` scores the whole chunk.
-        replug_pair_batch_size (`int`, *optional*, defaults to 16):
-            Number of (chunk j, chunk i) concatenations per no-grad LM forward when REPLUG scores the pairs.
-        dream_layers (`list[int]`, *optional*):
-            LM layers whose selected heads take DREAM's retriever bias; negative indices count from the top. Defaults
-            to every layer.
-        dream_heads (`list`, *optional*):
-            Heads of those layers that take the bias: unset for every head, a list of `[layer, head]` pairs (then
-            `dream_layers` may be unset), or one list of heads per entry of `dream_layers`.
-        dream_temperature (`float`, *optional*, defaults to 0.05):
-            Softmax temperature of the retriever's distribution P(k | query) over the K candidates; the bias added to
-            the keys of candidate k is log(K * P(k | query)).
+        objective_settings (`dict`, *optional*):
+            The settings of `objective`, by name: the fields of its registry entry's settings class
+            ([`ReplugSettings`]: `retriever_temperature`, `lm_temperature`, `target`, `pair_batch_size`;
+            [`DreamSettings`]: `temperature`, `layers`, `heads`), defaults for those left out. Revela takes none
+            (its settings are the fields above). After construction it holds every setting, defaults included, and
+            [`~RevelaConfig.resolved_objective_settings`] gives them as that class. The flat keys of configurations
+            written before it (`replug_target`, `dream_layers`, ...) are read into it.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Whether transformers ties input and output embeddings at the level of the whole Revela model. Whether
             the LM's head is tied to its embeddings follows `lm_config.tie_word_embeddings`.
@@ -121,6 +113,11 @@ class RevelaConfig(PreTrainedConfig):
     [1]
     >>> configuration.retriever_config.num_hidden_layers
     2
+
+    >>> # DREAM with its retriever bias in the top layer: its settings, defaults filled in
+    >>> dream = RevelaConfig(lm_config=lm_config, objective="dream", objective_settings={"layers": [-1]})
+    >>> dream.objective_settings
+    {'temperature': 0.05, 'layers': [-1], 'heads': None}
 
     >>> # Initializing a model (with random weights) from the configuration
     >>> model = RevelaForCausalLM(configuration)
@@ -156,23 +153,22 @@ class RevelaConfig(PreTrainedConfig):
     retriever_lora: dict | None = None
     share_base: bool = False
     objective: str = DEFAULT_OBJECTIVE
-    replug_retriever_temperature: float = 1e-3
-    replug_lm_temperature: float = 1e-3
-    replug_target: Literal["second_half", "all"] = "second_half"
-    replug_pair_batch_size: int = 16
-    dream_layers: list[int] | None = None
-    dream_heads: list | None = None
-    dream_temperature: float = 0.05
+    objective_settings: dict | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # A config.json written before `objective_settings` holds every objective's settings as flat keys: the
+        # configured objective's become its settings, the others' are dropped (they never had an effect).
+        flat = {name: objective.pop_flat_settings(kwargs) for name, objective in OBJECTIVES.items()}
         super().__post_init__(**kwargs)
         if self.retriever_config is None:
             self.retriever_config = self.lm_config.__class__.from_dict(self.lm_config.to_dict())
         if self.full_chunk_sources is None:
             self.full_chunk_sources = ["code"]
         check_pooling(self.pooling)
-        get_objective(self.objective)  # a clear error for an unknown name
+        self.objective_settings = {**flat[get_objective(self.objective).name], **(self.objective_settings or {})}
+        settings = self.resolved_objective_settings()
+        self.objective_settings = settings.to_dict() if settings is not None else {}
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if not 0 < self.query_ratio <= 1:
@@ -188,6 +184,18 @@ class RevelaConfig(PreTrainedConfig):
             raise ValueError(
                 "share_base needs the shared base weights frozen: set freeze_lm=True, or train the LM through lm_lora"
             )
+
+    def resolved_objective_settings(self) -> ObjectiveSettings | None:
+        """`objective_settings` as the objective's settings class, checked (against the LM too); None for an
+        objective without settings, which then must be given none."""
+        settings_class = get_objective(self.objective).load_settings()
+        if settings_class is None:
+            if self.objective_settings:
+                raise ValueError(f"objective {self.objective!r} takes no objective_settings, got {self.objective_settings}")
+            return None
+        settings = settings_class.from_dict(self.objective_settings or {})
+        settings.check(self.lm_config)
+        return settings
 
     def resolved_inbatch_layers(self) -> list[int]:
         """Sorted non-negative indices of the LM layers that receive the in-batch term."""

@@ -89,7 +89,7 @@ class TrainRecipe:
             share_base=self.share_base,
             inbatch_layers=self.inbatch_layers,
             temperature=self.temperature,
-            config_overrides={"inbatch_top_k": self.inbatch_top_k, **get_objective(self.objective).settings(self.inbatch_layers)},
+            config_overrides={"inbatch_top_k": self.inbatch_top_k, **get_objective(self.objective).config_kwargs(self.inbatch_layers)},
         )
 
 

@@ -97,7 +97,7 @@ def run_demo(
             code_units=code_units,
         )
     top_layers = [-4, -3, -2, -1]
-    settings = {**get_objective(objective).settings(top_layers), "inbatch_top_k": inbatch_top_k}
+    settings = {**get_objective(objective).config_kwargs(top_layers), "inbatch_top_k": inbatch_top_k}
     spec = ModelSpec(
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),
         retriever=minilm_path() if recipe.encoder else smollm2_path(num_hidden_layers=plan.retriever_layers),

@@ -7,7 +7,8 @@
   towards candidates; NTP loss on the target. Rows: `{"query", "target", "candidates"}`
   (`DreamDataCollator`; `data.py` builds them from raw-text groups or (query, answer) pairs).
 
-Each registry entry names its forward, collator, row builder and model-card fields; `dispatch.py`
+Each registry entry names its forward, collator, row builder, settings class (`ReplugSettings`,
+`DreamSettings`: `RevelaConfig.objective_settings`) and model-card fields; `dispatch.py`
 serves the configured one to the model and the trainer. Names are imported on first use, so the
 registry stays importable without torch.
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "OBJECTIVES": "revela_hf.objectives.registry",
     "Objective": "revela_hf.objectives.registry",
     "get_objective": "revela_hf.objectives.registry",
+    "ObjectiveSettings": "revela_hf.objectives.base",
     "card_info": "revela_hf.objectives.dispatch",
     "data_collator_for": "revela_hf.objectives.dispatch",
     "training_hyperparameters": "revela_hf.objectives.dispatch",
@@ -28,12 +30,13 @@ _EXPORTS = {
     "DREAM_EAGER_ATTN_IMPLEMENTATION": "revela_hf.objectives.dream",
     "DreamContext": "revela_hf.objectives.dream",
     "DreamOutput": "revela_hf.objectives.dream",
+    "DreamSettings": "revela_hf.objectives.dream",
     "RetrievalHeads": "revela_hf.objectives.dream",
     "dream_forward": "revela_hf.objectives.dream",
-    "resolve_dream_heads": "revela_hf.objectives.dream",
     "select_retrieval_heads": "revela_hf.objectives.dream",
     "use_dream_attention": "revela_hf.objectives.dream",
     "ReplugOutput": "revela_hf.objectives.replug",
+    "ReplugSettings": "revela_hf.objectives.replug",
     "pair_lm_losses": "revela_hf.objectives.replug",
     "replug_forward": "revela_hf.objectives.replug",
     "replug_loss": "revela_hf.objectives.replug",

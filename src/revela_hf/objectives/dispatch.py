@@ -17,9 +17,15 @@ def data_collator_for(config, tokenizer, retriever_tokenizer=None, **kwargs: Any
 
 
 def training_hyperparameters(config) -> dict[str, Any]:
-    """The settings worth a line in a retriever's model card: the objective and its registry `card_fields`."""
+    """The settings worth a line in a retriever's model card: the objective, its registry `card_fields` and its
+    settings' `card_values` (named `flat_name`, e.g. `dream_layers`)."""
     objective = get_objective(config.objective)
-    return {"objective": objective.name, **{field: getattr(config, field) for field in objective.card_fields}}
+    settings = config.resolved_objective_settings()
+    return {
+        "objective": objective.name,
+        **{field: getattr(config, field) for field in objective.card_fields},
+        **{objective.flat_name(name): value for name, value in (settings.card_values() if settings else {}).items()},
+    }
 
 
 def card_info(config, **kwargs: Any):

@@ -7,9 +7,9 @@ One row packs, for the LLM (`DreamDataCollator`, left-padded):
 
 and the retriever scores the query against every candidate:
 
-    P(k | query) = softmax_k(cos(E(query), E(cand_k)) / dream_temperature)
+    P(k | query) = softmax_k(cos(E(query), E(cand_k)) / temperature)
 
-In every selected head (`dream_layers` / `dream_heads`), the attention logits of the READER
+In every selected head (`layers` / `heads` of `DreamSettings`, held by `RevelaConfig.objective_settings`), the attention logits of the READER
 positions (the query and target tokens) on the keys of candidate k's span get the additive bias
 
     bias_k = log(K * P(k | query))   (= log P(k|query) - log(1/K))
@@ -40,18 +40,88 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface, PreTrainedModel
+from transformers import AttentionInterface, PreTrainedConfig, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
 from revela_hf.attention import EAGER_ATTN_IMPLEMENTATION, _eager_attention_of, revela_attention_forward
 from revela_hf.modeling_outputs import DreamOutput
-from revela_hf.objectives.base import require_frozen_lm
+from revela_hf.objectives.base import ObjectiveSettings, check_positive, require_frozen_lm
 from revela_hf.objectives.scoring import mask_positions, sequence_target_losses
 from revela_hf.ops import cosine_matrix
 
 DREAM_ATTN_IMPLEMENTATION = "revela_dream"
 DREAM_EAGER_ATTN_IMPLEMENTATION = "revela_dream_eager"
+
+
+@dataclass(frozen=True)
+class DreamSettings(ObjectiveSettings):
+    r"""DREAM's settings (`RevelaConfig(objective="dream", objective_settings={...})`).
+
+    Args:
+        temperature (`float`, *optional*, defaults to 0.05):
+            Softmax temperature of the retriever's distribution P(k | query) over the K candidates; the bias added to
+            the keys of candidate k is log(K * P(k | query)). Must be positive.
+        layers (`list[int]`, *optional*):
+            LM layers whose selected heads take the bias; negative indices count from the top. Defaults to every
+            layer.
+        heads (`list`, *optional*):
+            Heads of those layers that take the bias: unset for every head, a list of `[layer, head]` pairs (then
+            `layers` may be unset), or one list of heads per entry of `layers` (`select_retrieval_heads` picks
+            pairs).
+    """
+
+    temperature: float = 0.05
+    layers: list[int] | None = None
+    heads: list | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("temperature", self.temperature)
+
+    def check(self, lm_config: PreTrainedConfig) -> None:
+        text_config = lm_config.get_text_config()
+        self.resolved_heads(text_config.num_hidden_layers, text_config.num_attention_heads)
+
+    def resolved_heads(self, num_layers: int, num_heads: int) -> dict[int, list[int]]:
+        """Layer -> sorted heads that take the bias, in an LM of `num_layers` layers of `num_heads` heads.
+
+        `heads` None: every head of `layers` (None = every layer). With `layers` given, `heads` holds one list of
+        heads per listed layer; without it, `[layer, head]` pairs. Negative layer indices count from the top.
+        """
+
+        def layer_index(i) -> int:
+            if isinstance(i, bool) or not isinstance(i, int) or not -num_layers <= i < num_layers:
+                raise ValueError(f"DREAM layer {i!r} is not a layer of the {num_layers}-layer LM")
+            return i % num_layers
+
+        def head_list(heads, layer) -> list[int]:
+            heads = list(heads)
+            bad = [h for h in heads if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < num_heads]
+            if bad or not heads:
+                raise ValueError(f"DREAM heads {heads} of layer {layer} must be a non-empty list of heads in [0, {num_heads})")
+            return heads
+
+        layers, heads = self.layers, self.heads
+        selected: dict[int, set[int]] = {}
+        if heads is None:
+            for layer in range(num_layers) if layers is None else layers:
+                selected[layer_index(layer)] = set(range(num_heads))
+        elif layers is None:
+            for pair in heads:
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise ValueError(f"without DREAM layers, DREAM heads must be [layer, head] pairs; got {pair!r}")
+                layer = layer_index(pair[0])
+                selected.setdefault(layer, set()).update(head_list([pair[1]], layer))
+        else:
+            if len(heads) != len(layers) or not all(isinstance(h, (list, tuple)) for h in heads):
+                raise ValueError(
+                    f"with DREAM layers {layers}, DREAM heads must hold one list of heads per layer; got {heads!r}"
+                )
+            for layer, layer_heads in zip(layers, heads):
+                selected.setdefault(layer_index(layer), set()).update(head_list(layer_heads, layer))
+        if not selected:
+            raise ValueError("DREAM's layers / heads select no head")
+        return {layer: sorted(h) for layer, h in sorted(selected.items())}
 
 
 @dataclass
@@ -150,49 +220,6 @@ def use_dream_attention(lm: PreTrainedModel) -> None:
     lm.set_attn_implementation(DREAM_EAGER_ATTN_IMPLEMENTATION if eager else DREAM_ATTN_IMPLEMENTATION)
 
 
-def resolve_dream_heads(config, num_layers: int, num_heads: int) -> dict[int, list[int]]:
-    """Layer -> sorted heads that take the bias, from `dream_layers` / `dream_heads` of a RevelaConfig.
-
-    dream_heads None: every head of `dream_layers` (None = every layer). With `dream_layers` given,
-    `dream_heads` holds one list of heads per listed layer; without it, `[layer, head]` pairs.
-    Negative layer indices count from the top.
-    """
-
-    def layer_index(i) -> int:
-        if isinstance(i, bool) or not isinstance(i, int) or not -num_layers <= i < num_layers:
-            raise ValueError(f"dream layer {i!r} is not a layer of the {num_layers}-layer LM")
-        return i % num_layers
-
-    def head_list(heads, layer) -> list[int]:
-        heads = list(heads)
-        bad = [h for h in heads if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < num_heads]
-        if bad or not heads:
-            raise ValueError(f"dream heads {heads} of layer {layer} must be a non-empty list of heads in [0, {num_heads})")
-        return heads
-
-    layers, heads = config.dream_layers, config.dream_heads
-    selected: dict[int, set[int]] = {}
-    if heads is None:
-        for layer in range(num_layers) if layers is None else layers:
-            selected[layer_index(layer)] = set(range(num_heads))
-    elif layers is None:
-        for pair in heads:
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ValueError(f"without dream_layers, dream_heads must be [layer, head] pairs; got {pair!r}")
-            layer = layer_index(pair[0])
-            selected.setdefault(layer, set()).update(head_list([pair[1]], layer))
-    else:
-        if len(heads) != len(layers) or not all(isinstance(h, (list, tuple)) for h in heads):
-            raise ValueError(
-                f"with dream_layers {layers}, dream_heads must hold one list of heads per layer; got {heads!r}"
-            )
-        for layer, layer_heads in zip(layers, heads):
-            selected.setdefault(layer_index(layer), set()).update(head_list(layer_heads, layer))
-    if not selected:
-        raise ValueError("dream_layers / dream_heads select no head")
-    return {layer: sorted(h) for layer, h in sorted(selected.items())}
-
-
 def _num_heads(lm: PreTrainedModel) -> int:
     config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
     return config.num_attention_heads
@@ -256,8 +283,7 @@ def dream_forward(
         require_frozen_lm(model)
     if candidate_spans is None or candidate_mask is None or labels is None:
         raise ValueError("objective='dream' needs labels, candidate_spans and candidate_mask (use DreamDataCollator)")
-    if model.config.dream_temperature <= 0:
-        raise ValueError(f"dream_temperature must be positive, got {model.config.dream_temperature}")
+    settings = model.config.resolved_objective_settings()
     lm = model.lm
     real = candidate_mask.bool()
     num_real = real.sum(-1)  # (N,)
@@ -270,7 +296,7 @@ def dream_forward(
         similarity = retriever_candidate_scores(
             model, query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask, real
         )
-        log_probs = (similarity / model.config.dream_temperature).masked_fill(~real, float("-inf")).log_softmax(-1)
+        log_probs = (similarity / settings.temperature).masked_fill(~real, float("-inf")).log_softmax(-1)
     else:
         if inbatch_weights.shape != real.shape:
             raise ValueError(f"inbatch_weights must have shape (N, K) = {tuple(real.shape)}, got {tuple(inbatch_weights.shape)}")
@@ -282,7 +308,7 @@ def dream_forward(
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     index, reader = candidate_layout(candidate_spans, real, seq_len)
     key_bias = torch.where(index >= 0, candidate_bias.gather(1, index.clamp(min=0)), torch.zeros_like(candidate_bias[:, :1]))
-    heads = resolve_dream_heads(model.config, len(lm.get_decoder().layers), _num_heads(lm))
+    heads = settings.resolved_heads(len(lm.get_decoder().layers), _num_heads(lm))
     context = DreamContext(key_bias=key_bias, reader_mask=reader & mask.bool(), heads=heads)
 
     loss, logits = _target_loss(lm, input_ids, mask, labels, dream_context=context)
@@ -309,7 +335,7 @@ def _target_loss(lm, input_ids, attention_mask, labels, **context) -> tuple[torc
 # ---------------------------------------------------------------------- retrieval-head selection
 @dataclass
 class RetrievalHeads:
-    """heads: the chosen `[layer, head]` pairs (best first), ready for `RevelaConfig(dream_heads=...)`;
+    """heads: the chosen `[layer, head]` pairs (best first), ready for `DreamSettings(heads=...)`;
     scores: `(num_layers, num_heads)` mean excess attention mass on the most helpful candidate;
     helpful: per sampled row, the index of its most helpful candidate."""
 
@@ -404,9 +430,9 @@ __all__ = [
     "DREAM_EAGER_ATTN_IMPLEMENTATION",
     "DreamContext",
     "DreamOutput",
+    "DreamSettings",
     "RetrievalHeads",
     "dream_forward",
-    "resolve_dream_heads",
     "select_retrieval_heads",
     "use_dream_attention",
 ]

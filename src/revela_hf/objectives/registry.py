@@ -1,15 +1,19 @@
 """The training objectives by name: the one place that spells them and says what each brings.
 
 Plain data with import paths instead of imports, so the configuration, the recipes and the command
-line can name and validate objectives without loading torch or the objectives' modules.
+line can name and validate objectives without loading torch or the objectives' modules (an objective's
+module is imported when its forward, row builder or settings are first needed).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from revela_hf.objectives.base import ObjectiveSettings
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,11 @@ class Objective:
         collator (`str`): the class in `revela_hf.collator` that turns its rows into model inputs.
         rows_from_groups (`str` or `None`): `"module:function"` `(groups, query_ratio) -> rows` building its
             training rows from prepared groups; None = it trains on the groups as they are.
-        card_fields (`tuple[str, ...]`): the `RevelaConfig` fields a model card records for it.
-        layers_field (`str` or `None`): the `RevelaConfig` field of its own that names the LM layers its
+        settings (`str` or `None`): `"module:Class"` of its settings, an `ObjectiveSettings` dataclass that
+            `RevelaConfig.objective_settings` holds as a dict; None = it has none beyond `RevelaConfig`'s fields.
+        card_fields (`tuple[str, ...]`, defaults to `()`): the `RevelaConfig` fields a model card records for it
+            (the card records its settings too: `ObjectiveSettings.card_values`).
+        layers_field (`str` or `None`, defaults to `None`): the field of its settings that names the LM layers its
             retriever term enters (None: it uses `inbatch_layers`, or no layers at all).
     """
 
@@ -34,7 +41,8 @@ class Objective:
     forward: str | None
     collator: str
     rows_from_groups: str | None
-    card_fields: tuple[str, ...]
+    settings: str | None
+    card_fields: tuple[str, ...] = ()
     layers_field: str | None = None
 
     def load_forward(self) -> Callable[..., Any] | None:
@@ -45,11 +53,28 @@ class Objective:
         """Its row builder, imported now (None when it trains on the groups as they are)."""
         return _load(self.rows_from_groups) if self.rows_from_groups else None
 
-    def settings(self, layers: list[int] | None) -> dict[str, Any]:
-        """`RevelaConfig` settings that select this objective with its retriever term in the LM `layers` (None = all):
-        Revela's in-batch attention takes them from `inbatch_layers`, DREAM's biased heads from `dream_layers`,
-        REPLUG scores whole sequences."""
-        return {"objective": self.name, **({self.layers_field: layers} if self.layers_field else {})}
+    def load_settings(self) -> type[ObjectiveSettings] | None:
+        """Its settings class, imported now (None when it has none)."""
+        return _load(self.settings) if self.settings else None
+
+    def config_kwargs(self, layers: list[int] | None) -> dict[str, Any]:
+        """`RevelaConfig` keyword arguments that select this objective with its retriever term in the LM `layers`
+        (None = all): Revela's in-batch attention takes them from `inbatch_layers`, DREAM's biased heads from its
+        settings' `layers`, REPLUG scores whole sequences."""
+        return {"objective": self.name, **({"objective_settings": {self.layers_field: layers}} if self.layers_field else {})}
+
+    def flat_name(self, setting: str) -> str:
+        """`<objective>_<setting>`: how a model card names one of its settings, and how configurations written
+        before `RevelaConfig.objective_settings` spelled it (e.g. `dream_layers`)."""
+        return f"{self.name}_{setting}"
+
+    def pop_flat_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Remove its settings spelled flat (`flat_name`) from `kwargs` and return them by setting name: what a
+        `config.json` written before `objective_settings` holds (every objective's, whichever was configured)."""
+        if self.settings is None or not any(key.startswith(self.flat_name("")) for key in kwargs):
+            return {}
+        names = {self.flat_name(f.name): f.name for f in fields(self.load_settings())}
+        return {names[key]: kwargs.pop(key) for key in list(kwargs) if key in names}
 
 
 def _load(path: str) -> Callable[..., Any]:
@@ -66,6 +91,7 @@ OBJECTIVES: dict[str, Objective] = {
             forward=None,
             collator="RevelaDataCollator",
             rows_from_groups=None,
+            settings=None,
             card_fields=("temperature", "inbatch_layers", "freeze_lm"),
         ),
         Objective(
@@ -74,7 +100,7 @@ OBJECTIVES: dict[str, Objective] = {
             forward="revela_hf.objectives.replug:replug_forward",
             collator="RevelaDataCollator",
             rows_from_groups=None,
-            card_fields=("replug_retriever_temperature", "replug_lm_temperature", "replug_target"),
+            settings="revela_hf.objectives.replug:ReplugSettings",
         ),
         Objective(
             name="dream",
@@ -82,8 +108,8 @@ OBJECTIVES: dict[str, Objective] = {
             forward="revela_hf.objectives.dream:dream_forward",
             collator="DreamDataCollator",
             rows_from_groups="revela_hf.objectives.data:dream_rows_from_groups",
-            card_fields=("dream_temperature", "dream_layers", "dream_heads"),
-            layers_field="dream_layers",
+            settings="revela_hf.objectives.dream:DreamSettings",
+            layers_field="layers",
         ),
     )
 }

@@ -10,35 +10,74 @@ For a group of B chunks, anchor i and candidate j != i (METHOD.md §3):
 `p_j` the passage embedding of chunk j. `loss_LM(i | j)` is the LM's mean next-token loss on
 chunk i's TARGET tokens with chunk j's tokens (EOS included) prepended:
 
-- `replug_target="second_half"` (default): the input is `chunk j + chunk i`, and the loss covers
+- `target="second_half"` (default): the input is `chunk j + chunk i`, and the loss covers
   the tokens of chunk i after its first `ceil(query_ratio * n_i)` tokens. This is REPLUG's
   set-up: the first part of chunk i is the query (the same text the retriever sees), the rest is
   the continuation the retrieved chunk should help predict.
-- `replug_target="all"`: the loss covers every token of chunk i (for code, where the query is the
+- `target="all"`: the loss covers every token of chunk i (for code, where the query is the
   whole chunk).
 
 A mean (not a sum) over target tokens: the target of anchor i is the same for every j, so the two
 differ only by a per-anchor rescaling of tau_lm. All B*(B-1) concatenations are scored in
-left-padded batches of `replug_pair_batch_size` under no_grad (see `scoring.py`).
+left-padded batches of `pair_batch_size` under no_grad (see `scoring.py`). The settings are
+`ReplugSettings`, held by `RevelaConfig.objective_settings`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from revela_hf.modeling_outputs import ReplugOutput
-from revela_hf.objectives.base import require_frozen_lm
+from revela_hf.objectives.base import ObjectiveSettings, check_positive, require_frozen_lm
 from revela_hf.objectives.scoring import sequence_target_losses
+
+TARGETS = ("second_half", "all")
+
+
+@dataclass(frozen=True)
+class ReplugSettings(ObjectiveSettings):
+    r"""REPLUG's settings (`RevelaConfig(objective="replug", objective_settings={...})`).
+
+    Args:
+        retriever_temperature (`float`, *optional*, defaults to 1e-3):
+            The retriever's temperature tau_r in P_R(j | i) = softmax_j(cos(q_i, p_j) / tau_r). Must be positive.
+        lm_temperature (`float`, *optional*, defaults to 1e-3):
+            The LM's temperature tau_lm in P_LM(j | i) = softmax_j(-loss_LM(i | j) / tau_lm). Must be positive.
+        target (`str`, *optional*, defaults to `"second_half"`):
+            The tokens of chunk i that the LM scores after chunk j: `"second_half"` those after its first
+            `query_ratio` (the query part, as REPLUG does), `"all"` the whole chunk.
+        pair_batch_size (`int`, *optional*, defaults to 16):
+            (chunk j, chunk i) concatenations per no-grad LM forward when the pairs are scored; it changes the
+            speed and memory, not the loss, so model cards leave it out. Must be a positive integer.
+    """
+
+    retriever_temperature: float = 1e-3
+    lm_temperature: float = 1e-3
+    target: Literal["second_half", "all"] = "second_half"
+    pair_batch_size: int = field(default=16, metadata={"card": False})
+
+    def __post_init__(self) -> None:
+        check_positive("retriever_temperature", self.retriever_temperature)
+        check_positive("lm_temperature", self.lm_temperature)
+        _check_target(self.target)
+        if isinstance(self.pair_batch_size, bool) or not isinstance(self.pair_batch_size, int) or self.pair_batch_size < 1:
+            raise ValueError(f"pair_batch_size must be a positive integer, got {self.pair_batch_size!r}")
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"REPLUG's target must be one of {TARGETS}, got {target!r}")
 
 
 def target_starts(lengths: torch.Tensor, target: str, query_ratio: float) -> torch.Tensor:
     """Index of the first target token of each chunk of `lengths` real tokens (`(B,)` long)."""
+    _check_target(target)
     if target == "all":
         return torch.zeros_like(lengths)
-    if target != "second_half":
-        raise ValueError(f"replug_target must be 'second_half' or 'all', got {target!r}")
     starts = torch.tensor([math.ceil(query_ratio * int(n)) for n in lengths], dtype=torch.long, device=lengths.device)
     return torch.minimum(starts, lengths - 1).clamp(min=0)  # at least one target token
 
@@ -96,26 +135,24 @@ def replug_forward(
     """The REPLUG loss of one group (rows as `RevelaDataCollator` builds them); `labels` are not used."""
     require_frozen_lm(model)
     config = model.config
+    settings = config.resolved_objective_settings()
     if inbatch_weights is not None:
         raise ValueError("objective='replug' trains the retriever from its own scores; inbatch_weights cannot override them")
     if query_input_ids is None or passage_input_ids is None:
         raise ValueError("objective='replug' needs query_input_ids and passage_input_ids (the retriever's inputs)")
     if input_ids.shape[0] < 2:
         raise ValueError(f"a group needs at least 2 chunks, got B={input_ids.shape[0]}")
-    for name in ("replug_retriever_temperature", "replug_lm_temperature"):
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
     pair_losses = pair_lm_losses(
-        model.lm, input_ids, attention_mask, config.replug_target, config.query_ratio, config.replug_pair_batch_size
+        model.lm, input_ids, attention_mask, settings.target, config.query_ratio, settings.pair_batch_size
     )
     cosine, weights = model.score_group(query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask,
-                                        temperature=config.replug_retriever_temperature, exclude_diagonal=True)
-    loss = replug_loss(pair_losses, cosine, config.replug_lm_temperature, config.replug_retriever_temperature)
+                                        temperature=settings.retriever_temperature, exclude_diagonal=True)
+    loss = replug_loss(pair_losses, cosine, settings.lm_temperature, settings.retriever_temperature)
     return ReplugOutput(
         loss=loss,
         similarity=cosine,
         inbatch_weights=weights,
-        lm_distribution=_off_diagonal_log_softmax(-pair_losses / config.replug_lm_temperature).exp(),
+        lm_distribution=_off_diagonal_log_softmax(-pair_losses / settings.lm_temperature).exp(),
         pair_losses=pair_losses,
     )
 
