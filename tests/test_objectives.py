@@ -382,8 +382,8 @@ def test_trainer_keeps_the_llm_bit_identical_and_trains_the_retriever(tokenizer,
 
 def test_every_registered_objective_names_real_parts():
     # A registry entry is the whole plug-in: its forward, row builder, collator and settings class import, its card
-    # fields are configuration fields and its layer field a setting, and the configuration accepts its name (and no
-    # other).
+    # fields are configuration fields and its layer field a setting, the configuration accepts its name (and no
+    # other), and the model resolves its forward when it is built.
     from dataclasses import fields
 
     from revela_hf import collator
@@ -401,6 +401,7 @@ def test_every_registered_objective_names_real_parts():
         assert set(objective.card_fields) <= config_fields and objective.layers_field in setting_names | {None}
         config = RevelaConfig(lm_config=tiny_llama_config().to_dict(), objective=name)
         assert config.objective == name and config.objective_settings == (settings().to_dict() if settings else {})
+        assert RevelaForCausalLM(config)._objective_forward is objective.load_forward()
     with pytest.raises(ValueError, match="unknown objective 'contriever'; choose one of revela, replug, dream"):
         RevelaConfig(objective="contriever")
 

@@ -124,6 +124,8 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         retriever_backbone: PreTrainedModel | None = None,
     ) -> None:
         super().__init__(config)
+        # The configured objective's own forward (REPLUG, DREAM), resolved once; None = the in-batch pass below.
+        self._objective_forward = get_objective(config.objective).load_forward()
         self.lm = lm if lm is not None else AutoModelForCausalLM.from_config(config.lm_config)
         enable_inbatch_attention(self.lm)
         if config.share_base:
@@ -313,9 +315,8 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         if inbatch_weights is None and query_input_ids is None:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
             return RevelaOutput(loss=out.loss, logits=out.logits)
-        objective_forward = get_objective(self.config.objective).load_forward()
-        if objective_forward is not None:  # REPLUG / DREAM: revela_hf.objectives
-            return objective_forward(
+        if self._objective_forward is not None:  # REPLUG / DREAM: revela_hf.objectives
+            return self._objective_forward(
                 self, input_ids=input_ids, attention_mask=attention_mask, labels=labels, query_input_ids=query_input_ids,
                 query_attention_mask=query_attention_mask, passage_input_ids=passage_input_ids,
                 passage_attention_mask=passage_attention_mask, inbatch_weights=inbatch_weights, **kwargs,
