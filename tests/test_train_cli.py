@@ -64,6 +64,21 @@ def test_defaults_are_revela_train_s(tmp_path):
     assert (args.max_steps, args.num_train_epochs, args.warmup_steps, args.eval_strategy, args.eval_steps) == (-1, 2, 0.1, "steps", 50)
 
 
+def test_the_python_api_the_command_line_and_the_demo_build_the_same_recipe():
+    # One source of the recipe's defaults (revela_hf.defaults), at the values every reported run used; RevelaConfig
+    # keeps the paper's tau and a trainable LM.
+    from revela_hf import RevelaConfig
+    from revela_hf.demo.recipes import RETRIEVERS
+    from revela_hf.training import ModelSpec
+
+    recipe, _ = parse_train_args(["--data", "d", "--lm", "l", "--output", "o"])
+    spec, api = recipe.model_spec(), ModelSpec(lm="l")
+    recipe_fields = ("freeze_lm", "inbatch_layers", "temperature", "retriever_lora_r")
+    assert [getattr(spec, name) for name in recipe_fields] == [getattr(api, name) for name in recipe_fields] == [True, [-4, -3, -2, -1], 1e-3, 16]
+    assert RETRIEVERS["smollm2"].temperature == api.temperature
+    assert (RevelaConfig().temperature, RevelaConfig().freeze_lm) == (1e-4, False)
+
+
 def test_help_lists_every_flag_with_its_default(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "400")
     with pytest.raises(SystemExit) as exit_info:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from revela_hf.defaults import PAPER_TEMPERATURE
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 from revela_hf.retriever import check_pooling
 
@@ -136,7 +137,7 @@ class RevelaConfig(PreTrainedConfig):
 
     lm_config: dict | PreTrainedConfig | None = None
     retriever_config: dict | PreTrainedConfig | None = None
-    temperature: float = 1e-4
+    temperature: float = PAPER_TEMPERATURE
     v_norm: bool = True
     exclude_diagonal: bool = True
     query_ratio: float = 0.5

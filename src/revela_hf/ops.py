@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from revela_hf.defaults import PAPER_TEMPERATURE
+
 _ROW_SUM_TOLERANCE = 1e-3
 
 
@@ -30,7 +32,7 @@ def cosine_matrix(query_emb: torch.Tensor, passage_emb: torch.Tensor) -> torch.T
 def similarity_weights(
     query_emb: torch.Tensor,
     passage_emb: torch.Tensor,
-    temperature: float = 1e-4,
+    temperature: float = PAPER_TEMPERATURE,
     exclude_diagonal: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine similarities `(B, B)` and the in-batch weights `(B, B)` derived from them.
@@ -69,7 +71,7 @@ def similarity_weights(
 def inbatch_similarity(
     query_emb: torch.Tensor,
     passage_emb: torch.Tensor,
-    temperature: float = 1e-4,
+    temperature: float = PAPER_TEMPERATURE,
     exclude_diagonal: bool = True,
 ) -> torch.Tensor:
     """In-batch weights `(B, B)`: row i is Sim(i, .), summing to 1 (see `similarity_weights`)."""

@@ -15,6 +15,7 @@ from peft import LoraConfig
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainerState, set_seed
 
 from revela_hf.configuration_revela import RevelaConfig
+from revela_hf.defaults import RECIPE_FREEZE_LM, RECIPE_INBATCH_LAYERS, RECIPE_RETRIEVER_LORA_R, RECIPE_TEMPERATURE
 from revela_hf.io import is_ours
 from revela_hf.modeling_revela import RevelaForCausalLM
 from revela_hf.objectives.registry import get_objective
@@ -30,6 +31,10 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class ModelSpec:
     """What to build: LM and retriever folders, LoRA ranks, which LM layers get the in-batch term.
 
+    Its defaults are the training recipe's (`revela_hf.defaults`, shared with `revela train` and `revela demo`):
+    a frozen LM, the in-batch term in its top 4 layers, tau = 1e-3, a LoRA retriever of rank 16. They differ from
+    `RevelaConfig`'s, which are the paper's (tau = 1e-4, the LM trained too).
+
     `share_base`: the retriever's LoRA adapter sits on the LM's own frozen weights (one copy in
     memory); `retriever` is then None (the LM's base model, cut to `retriever_layers`) or a
     checkpoint cut from the LM's (the base model its saved adapter names).
@@ -43,11 +48,11 @@ class ModelSpec:
     retriever: str | None = None  # None = the LM's folder
     retriever_layers: int | None = None  # keep only the first N retriever layers (fast CPU runs)
     share_base: bool = False
-    retriever_lora_r: int = 16
+    retriever_lora_r: int = RECIPE_RETRIEVER_LORA_R
     lm_lora_r: int | None = None  # None = no LoRA on the LM
-    freeze_lm: bool = True
-    inbatch_layers: list[int] | None = field(default_factory=lambda: [-4, -3, -2, -1])
-    temperature: float = 1e-3
+    freeze_lm: bool = RECIPE_FREEZE_LM
+    inbatch_layers: list[int] | None = field(default_factory=lambda: list(RECIPE_INBATCH_LAYERS))
+    temperature: float = RECIPE_TEMPERATURE
     encoder_retriever: bool = False
     retriever_pooling: str = "mean"  # with encoder_retriever
     encoder_lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])

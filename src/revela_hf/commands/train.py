@@ -12,6 +12,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from revela_hf.commands import int_at_least, layer_list, positive_float, positive_int
+from revela_hf.defaults import (
+    PAPER_TEMPERATURE,
+    RECIPE_FREEZE_LM,
+    RECIPE_INBATCH_LAYERS,
+    RECIPE_RETRIEVER_LORA_R,
+    RECIPE_TEMPERATURE,
+)
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 
 HELP = "train LM + retriever on prepared groups (resumes from the last checkpoint)"
@@ -44,7 +51,8 @@ FLAG_TYPES = {
 
 @dataclass
 class TrainRecipe:
-    """What `revela train` trains on and builds (its `ModelSpec`); the rest is `RevelaTrainingArguments`."""
+    """What `revela train` trains on and builds (its `ModelSpec`); the rest is `RevelaTrainingArguments`. The
+    defaults are the training recipe's, `ModelSpec`'s too (`revela_hf.defaults`)."""
 
     _argument_group_name = "data and models"
 
@@ -52,9 +60,9 @@ class TrainRecipe:
     lm: str = field(metadata={"help": "Causal LM folder (transformers format)."})
     retriever: str | None = field(default=None, metadata={"help": "Retriever backbone folder (None: the LM's)."})
     retriever_layers: int | None = field(default=None, metadata={"help": "Keep only the first N retriever layers."})
-    lora_r: int = field(default=16, metadata={"help": "Retriever LoRA rank (0 = train all weights)."})
+    lora_r: int = field(default=RECIPE_RETRIEVER_LORA_R, metadata={"help": "Retriever LoRA rank (0 = train all weights)."})
     lm_lora_r: int | None = field(default=None, metadata={"help": "LoRA rank on the LM (needs train_lm)."})
-    train_lm: bool = field(default=False, metadata={"help": "Train the LM too (False: the LM stays frozen)."})
+    train_lm: bool = field(default=not RECIPE_FREEZE_LM, metadata={"help": "Train the LM too (False: the LM stays frozen)."})
     share_base: bool = field(
         default=False,
         metadata={"help": "The retriever is a LoRA adapter on the LM's own frozen weights (one copy in memory); "
@@ -68,12 +76,15 @@ class TrainRecipe:
         },
     )
     inbatch_layers: list[int] | None = field(
-        default_factory=lambda: [-4, -3, -2, -1],
+        default_factory=lambda: list(RECIPE_INBATCH_LAYERS),
         metadata={"help": "LM layers that take the retriever's scores (Revela's in-batch attention, DREAM's biased "
                           "heads): comma-separated (negative = from the top), or 'all'."},
     )
     inbatch_top_k: int | None = field(default=None, metadata={"help": "Sparse in-batch attention: the k largest Sim per chunk."})
-    temperature: float = field(default=1e-3, metadata={"help": "Sim temperature (paper: 1e-4)."})
+    temperature: float = field(
+        default=RECIPE_TEMPERATURE,
+        metadata={"help": f"Sim temperature (paper: {PAPER_TEMPERATURE:g}; this recipe's default is the value the README's runs used)."},
+    )
 
     def model_spec(self) -> Any:
         """The `ModelSpec` this recipe builds."""

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from revela_hf.demo.assets import minilm_path, smollm2_path, training_text_sources
 from revela_hf.data.prepare import prepare
+from revela_hf.defaults import RECIPE_INBATCH_LAYERS
 from revela_hf.evaluation import RetrievalEvaluator, evaluate_retrieval, format_table
 from revela_hf.evaluation.plots import pyplot
 from revela_hf.demo.humaneval import build_humaneval_beir
@@ -96,7 +97,7 @@ def run_demo(
             full_chunk_sources={"code": False},
             code_units=code_units,
         )
-    top_layers = [-4, -3, -2, -1]
+    top_layers = list(RECIPE_INBATCH_LAYERS)
     settings = {**get_objective(objective).config_kwargs(top_layers), "inbatch_top_k": inbatch_top_k}
     spec = ModelSpec(
         lm=smollm2_path(num_hidden_layers=plan.lm_layers),

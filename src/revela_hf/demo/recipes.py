@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from revela_hf.defaults import RECIPE_TEMPERATURE
 from revela_hf.objectives.registry import get_objective
 
 
@@ -65,7 +66,8 @@ RETRIEVERS = {
     # 23.1 over four 90-step runs and 27.3 over three 180-step runs (README, "Yardstick suite");
     # `--pooling mean` keeps it at hand.
     "smollm2": RetrieverRecipe(
-        "SmolLM2-135M", pooling="eos", temperature=1e-3, learning_rate=3e-4, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct"
+        "SmolLM2-135M", pooling="eos", temperature=RECIPE_TEMPERATURE, learning_rate=3e-4,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     # Adapting a supervised model: its cosines spread over [0, 1], so tau is a contrastive loss's 0.05
     # (at 1e-3 Sim is one-hot and passes no gradient), and a lower rate keeps what it already knows.

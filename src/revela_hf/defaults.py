@@ -1,0 +1,19 @@
+"""Defaults that more than one entry point uses, each written once.
+
+`RevelaConfig` and the Sim functions of `ops.py` default to the paper's tau, `PAPER_TEMPERATURE`, and to
+the paper's set-up of an LM that trains too (`RevelaConfig.freeze_lm=False`, every layer in-batch).
+
+The training recipe built from model folders has defaults of its own, shared by the Python API
+(`training.ModelSpec`), `revela train` (`commands.train.TrainRecipe`) and `revela demo`: a frozen LM with
+the in-batch term in its top 4 layers and a LoRA retriever. Its tau is `RECIPE_TEMPERATURE`, 1e-3, not the
+paper's 1e-4: it is the value every run the README reports was measured with (`revela demo`, the
+yardstick suite, the objectives compared), so changing it would move those numbers.
+"""
+
+from __future__ import annotations
+
+PAPER_TEMPERATURE = 1e-4
+RECIPE_TEMPERATURE = 1e-3
+RECIPE_FREEZE_LM = True
+RECIPE_INBATCH_LAYERS = (-4, -3, -2, -1)
+RECIPE_RETRIEVER_LORA_R = 16
