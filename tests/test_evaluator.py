@@ -82,6 +82,9 @@ def test_the_trained_card_records_the_run(setup, evaluated):
     assert card.base_model == BASE_MODEL
     assert card.framework_versions["transformers"] == transformers.__version__
     assert card.framework_versions["peft"] == peft.__version__
+    from revela_hf.environment import package_versions  # the requirements `revela env` reports, where installed
+
+    assert list(card.framework_versions)[2:] == [name for name, version in package_versions(optional=False).items() if version]
     hyper = card.hyperparameters
     assert {k: hyper[k] for k in ("learning_rate", "steps", "seed", "max_length", "groups_per_update")} == {
         "learning_rate": 1e-2, "steps": 4, "seed": 0, "max_length": 16, "groups_per_update": 1}

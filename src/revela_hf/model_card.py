@@ -47,17 +47,17 @@ def load_card_info(folder: Path) -> CardInfo | None:
 
 
 MAX_LISTED_SOURCES = 5  # a card lists this many training sources by name, and counts more
-FRAMEWORKS = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "tokenizers", "accelerate")
 
 
 def framework_versions() -> dict[str, str]:
-    """Python's, revela-hf's and the installed stack's versions, as a card's "Framework versions" lists them."""
+    """Python's, revela-hf's and its installed requirements' versions, as a card's "Framework versions" lists
+    them (the requirements `revela env` reports, from `revela_hf.environment`)."""
     import platform
 
     from revela_hf import __version__
-    from revela_hf.dependency_versions import installed_version
+    from revela_hf.environment import package_versions
 
-    found = {name: installed_version(name) for name in FRAMEWORKS}
+    found = package_versions(optional=False)
     return {"python": platform.python_version(), "revela-hf": __version__, **{k: v for k, v in found.items() if v}}
 
 
