@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEXTS, OneHotEncoder, tiny_causal_lm, tiny_decoder, tiny_groups, tiny_revela
+from conftest import TEXTS, OneHotEncoder, StopAt, tiny_causal_lm, tiny_decoder, tiny_groups, tiny_revela
 
 from revela_hf import RetrievalEvaluator, RevelaRetriever
 from revela_hf.cli import main
@@ -82,6 +83,9 @@ def test_the_trained_card_records_the_run(setup, evaluated):
     assert card.base_model == BASE_MODEL
     assert card.framework_versions["transformers"] == transformers.__version__
     assert card.framework_versions["peft"] == peft.__version__
+    from revela_hf.environment import package_versions  # the requirements `revela env` reports, where installed
+
+    assert list(card.framework_versions)[2:] == [name for name, version in package_versions(optional=False).items() if version]
     hyper = card.hyperparameters
     assert {k: hyper[k] for k in ("learning_rate", "steps", "seed", "max_length", "groups_per_update")} == {
         "learning_rate": 1e-2, "steps": 4, "seed": 0, "max_length": 16, "groups_per_update": 1}
@@ -93,6 +97,53 @@ def test_the_trained_card_records_the_run(setup, evaluated):
     adapter = json.loads((folder / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(setup[0])  # the local run reloads from the local folder
     assert RevelaRetriever.from_pretrained(str(folder)).card.base_model == BASE_MODEL
+
+
+def test_a_resumed_runs_card_holds_the_evaluations_before_the_interruption(setup, evaluated, tmp_path):
+    # Interrupted after the evaluation and checkpoint of step 2, then resumed by a new trainer: the final retriever's
+    # card has the uninterrupted run's evaluations (the step-2 one too) since both come from the trainer state's
+    # log_history, which the checkpoint carries over the interruption. (The loss logged at step 3 differs: the Trainer
+    # averages it over the steps since its last log in that process, steps 1-3 straight, step 3 resumed.)
+    from huggingface_hub import ModelCard
+
+    from revela_hf.environment import cpu_name
+
+    output = tmp_path / "run"
+    run(setup, output, callbacks=[StopAt(2)], evaluator=RetrievalEvaluator.from_beir(setup[2]), base_model=BASE_MODEL)
+    assert not (output / "checkpoint-4").exists()
+    resumed = run(setup, output, evaluator=RetrievalEvaluator.from_beir(setup[2]), base_model=BASE_MODEL)
+    assert resumed.state.global_step == MAX_STEPS
+    card = load_card_info(output / "retriever")
+    straight = load_card_info(Path(evaluated[0].args.output_dir) / "retriever")
+    assert [row["step"] for row in card.training_logs] == [2, 3, 4]  # step 2 was logged before the interruption
+    def scores(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "loss"} for row in rows]
+
+    assert scores(card.training_logs) == scores(straight.training_logs) and card.eval_results == straight.eval_results
+    logged = evaluations(evaluated[0])
+    assert card.training_logs[0][METRIC] == logged[0][METRIC] and card.training_logs[1]["loss"] > 0
+    assert card.evaluated_at_step == 4 and card.eval_results["pairs"]["ndcg@10"] == logged[1][METRIC]
+
+    # sentence-transformers' card sections: hyper-parameters split into the non-default ones and all, hardware, time
+    assert {k: card.hyperparameters[k] for k in ("learning_rate", "seed", "max_steps", "steps")} == {
+        "learning_rate": 1e-2, "seed": 0, "max_steps": MAX_STEPS, "steps": MAX_STEPS}
+    assert "adam_beta1" not in card.hyperparameters and card.all_hyperparameters["adam_beta1"] == 0.9
+    assert not {"output_dir", "logging_steps", "eval_data", "save_steps", "hub_token"} & set(card.all_hyperparameters)
+    assert card.hardware == {"cpu": cpu_name(), "accelerator": "none (CPU)", "processes": "1"}
+    assert card.training_time["from_step"] == 2 and card.training_time["to_step"] == 4 and card.training_time["seconds"] > 0
+    assert straight.training_time["from_step"] == 0
+    readme = (output / "retriever" / "README.md").read_text()
+    assert "| Epoch | Step | Training loss | eval_pairs_mrr@10 | eval_pairs_ndcg@10 | eval_pairs_recall@100 |" in readme
+    assert f"| 0.2500 | 2 | - | {logged[0]['eval_pairs_mrr@10']:.4f} | {logged[0][METRIC]:.4f} | 1.0000 |" in readme
+    assert f"| 0.3750 | 3 | {card.training_logs[1]['loss']:.4f} | - | - | - |" in readme
+    assert f"| **0.5000** | **4** | **-** | **{logged[1]['eval_pairs_mrr@10']:.4f}** | **{logged[1][METRIC]:.4f}** |" in readme
+    assert "| Backbone | `LlamaModel`, 2 layers, hidden size 32 |" in readme
+    assert "| Adapter | LoRA: r 4, alpha 8, dropout 0.0, on `down_proj`, `gate_proj`, `k_proj`" in readme
+    assert "resumed from the checkpoint of step 2) |" in readme and f"| CPU | {cpu_name()} |" in readme
+    assert "| seed | `0` |" in readme and "| adam_beta1 | `0.9` |" in readme.split("<summary>All training arguments")[1]
+    hub_card = ModelCard(readme)  # valid Hub metadata, with the step-4 evaluation as model-index
+    results = {r.metric_type: r.metric_value for r in hub_card.data.eval_results}
+    assert results["ndcg_at_10"] == pytest.approx(100 * logged[1][METRIC]) and hub_card.data.base_model == BASE_MODEL
 
 
 def test_evaluator_scores_equal_evaluate_retrieval(setup, tmp_path):
@@ -143,7 +194,7 @@ def test_training_logs_the_evaluation_of_each_eval_step(setup, evaluated, capsys
     card = load_card_info(output / "checkpoint-2" / "retriever")
     step2 = {key.removeprefix("eval_pairs_"): value for key, value in logged[0].items() if key.startswith("eval_pairs_")}
     assert card.eval_results == {"pairs": step2}
-    assert card.hyperparameters["evaluated_at_step"] == 2
+    assert card.evaluated_at_step == 2
     readme = (output / "checkpoint-2" / "retriever" / "README.md").read_text()
     assert "type: ndcg_at_10" in readme and f"{100 * logged[0][METRIC]:.2f}" in readme
 
@@ -177,7 +228,15 @@ def test_load_best_model_at_end_restores_the_best_checkpoints_retriever(setup, e
     final = output / "retriever"
     assert torch.equal(embeddings(RevelaRetriever.from_pretrained(str(final))), best)
     card = load_card_info(final)
-    assert card.hyperparameters["evaluated_at_step"] == 2 and card.eval_results["pairs"]["ndcg@10"] == scores[0]
+    assert card.evaluated_at_step == 2 and card.eval_results["pairs"]["ndcg@10"] == scores[0]
+    assert "| **0.2500** | **2** |" in (final / "README.md").read_text()  # the training logs' row of these weights
+
+    # The final save lost: rerunning the finished run saves the best checkpoint's retriever, as the run ended on.
+    shutil.rmtree(final)
+    run(setup, output, eval_data=str(setup[2]), metric_for_best_model=METRIC, load_best_model_at_end=True,
+        greater_is_better=greater_is_better)
+    assert torch.equal(embeddings(RevelaRetriever.from_pretrained(str(final))), best)
+    assert load_card_info(final).evaluated_at_step == 2
 
 
 def test_revela_train_eval_data_writes_the_metrics_to_trainer_state(setup, tmp_path):

@@ -25,24 +25,44 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def package_versions(optional: bool = True) -> dict[str, str | None]:
+    """{package: installed version, None if not installed} of revela-hf's requirements and, with `optional`, of
+    the optional integrations: what `revela env` reports and a trained model card lists."""
+    from revela_hf.dependency_versions import installed_version, supported_requirements
+
+    packages = {req.name: installed_version(name) for name, req in supported_requirements().items()}
+    if optional:
+        packages.update({name: installed_version(name) for name in OPTIONAL_PACKAGES})
+    return packages
+
+
+def accelerator(device: Any = None) -> str:
+    """The accelerator's name: of `device` (a `torch.device`; "none (CPU)" for the CPU), else of the first CUDA
+    device if there is one."""
+    import torch
+
+    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        return "none (CPU)"
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def environment() -> dict[str, Any]:
     """When and where this runs: the date (UTC), versions of the stack, the version check's verdict, the CPU, torch
     threads and accelerator, cache folders."""
     from huggingface_hub import constants as hub_constants
 
     from revela_hf import __version__
-    from revela_hf.dependency_versions import installed_version, supported_requirements, version_problems
+    from revela_hf.dependency_versions import version_problems
     from revela_hf.local import cache_root
 
-    packages = {req.name: installed_version(name) for name, req in supported_requirements().items()}
-    packages.update({name: installed_version(name) for name in OPTIONAL_PACKAGES})
     info: dict[str, Any] = {
         "revela-hf": __version__,
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": cpu_name(),
-        "packages": packages,
+        "packages": package_versions(),
         "version_problems": version_problems(),
         "revela_cache": str(cache_root()),
         "hf_home": hub_constants.HF_HOME,
@@ -56,7 +76,7 @@ def environment() -> dict[str, Any]:
     info.update({
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "accelerator": torch.cuda.get_device_name(0) if cuda else "none (CPU)",
+        "accelerator": accelerator(),
         "cuda": torch.version.cuda,
         "bf16_supported": torch.cuda.is_bf16_supported() if cuda else True,
     })

@@ -21,14 +21,24 @@ class CardInfo:
     """What the retriever itself does not know: how it was trained and how it scored.
 
     `training_data` are Hub dataset ids (the card's `datasets` metadata), `training_summary` says in words what
-    the training rows held, `eval_results` maps a dataset name to metrics keyed like "ndcg@10" (fractions, not
-    percent), `base_model` is the Hub id the card names as the base model (a local run keeps its loadable path in
-    the adapter config; `push_to_hub` writes this id there), `framework_versions` the stack it trained with.
+    the training rows held, `hyperparameters` the run's settings the card shows (as sentence-transformers' cards
+    show the non-default ones) and `all_hyperparameters` every training argument, `eval_results` maps a dataset
+    name to metrics keyed like "ndcg@10" (fractions, not percent) measured at `evaluated_at_step`,
+    `training_logs` one row per logged step (see `training_logs`), `hardware` the CPU, accelerator and processes
+    it trained on, `training_time` the seconds the last `train()` call took and the steps it ran (`from_step` is
+    the step it resumed at, 0 for a fresh run), `base_model` the Hub id the card names as the base model (a local
+    run keeps its loadable path in the adapter config; `push_to_hub` writes this id there), `framework_versions`
+    the stack it trained with.
     """
 
     training_data: list[str] = field(default_factory=list)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    all_hyperparameters: dict[str, Any] = field(default_factory=dict)
     eval_results: dict[str, dict[str, float]] = field(default_factory=dict)
+    evaluated_at_step: int | None = None
+    training_logs: list[dict[str, float]] = field(default_factory=list)
+    hardware: dict[str, str] = field(default_factory=dict)
+    training_time: dict[str, float] = field(default_factory=dict)
     license: str = "apache-2.0"
     language: list[str] = field(default_factory=lambda: ["en"])
     base_model: str | None = None
@@ -47,18 +57,61 @@ def load_card_info(folder: Path) -> CardInfo | None:
 
 
 MAX_LISTED_SOURCES = 5  # a card lists this many training sources by name, and counts more
-FRAMEWORKS = ("torch", "transformers", "peft", "sentence-transformers", "datasets", "tokenizers", "accelerate")
+EVAL_PREFIX = "eval_"  # what the Trainer puts before the scores of an evaluation during training
+SPEED_METRICS = ("runtime", "samples_per_second", "steps_per_second")  # logged with every evaluation, not scores
+MAX_SHOWN_LOG_ROWS = 100  # a longer training-logs table is collapsed, as sentence-transformers' cards do
+# Training arguments that say where and how often to write, log or report, not how the model was trained: left out
+# of a card's hyper-parameters (sentence-transformers leaves out the same kind), with those starting with:
+NOT_HYPERPARAMETERS = ("output_dir", "logging_", "log_", "disable_tqdm", "report_to", "run_name", "project", "trackio_",
+                       "eval_strategy", "eval_steps", "eval_delay", "eval_data", "save_", "push_to_hub", "hub_",
+                       "metric_for_best_model", "greater_is_better", "do_train", "do_eval", "do_predict",
+                       "resume_from_checkpoint", "local_rank", "base_model", "deepspeed")
 
 
 def framework_versions() -> dict[str, str]:
-    """Python's, revela-hf's and the installed stack's versions, as a card's "Framework versions" lists them."""
+    """Python's, revela-hf's and its installed requirements' versions, as a card's "Framework versions" lists
+    them (the requirements `revela env` reports, from `revela_hf.environment`)."""
     import platform
 
     from revela_hf import __version__
-    from revela_hf.dependency_versions import installed_version
+    from revela_hf.environment import package_versions
 
-    found = {name: installed_version(name) for name in FRAMEWORKS}
+    found = package_versions(optional=False)
     return {"python": platform.python_version(), "revela-hf": __version__, **{k: v for k, v in found.items() if v}}
+
+
+def training_arguments(args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hyper-parameters among training arguments `args`, as sentence-transformers' cards split them: those
+    that differ from the defaults of `type(args)`, and all of them (`NOT_HYPERPARAMETERS` left out). The defaults
+    are built on the configured accelerator state, as sentence-transformers builds them, so that a run goes on."""
+    defaults = type(args)(output_dir=args.output_dir, accelerator_config={"use_configured_state": True}).to_dict()
+    every = {key: value for key, value in args.to_dict().items() if not key.startswith(NOT_HYPERPARAMETERS)}
+    return {key: value for key, value in every.items() if value != defaults.get(key)}, every
+
+
+def lora_summary(lora: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a LoRA config dict worth a card line (rank, alpha, dropout, target modules)."""
+    keys = ("r", "lora_alpha", "lora_dropout", "target_modules")
+    return {key: sorted(lora[key]) if key == "target_modules" and lora.get(key) else lora.get(key) for key in keys}
+
+
+def training_logs(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """One row per step of a Trainer's `log_history` that logged a training loss or an evaluation: its `step`,
+    `epoch`, `loss` and evaluation scores under their logged names (`eval_<name>_ndcg@10`, ...; an evaluation's
+    runtime and speed left out), as sentence-transformers' "Training Logs" table."""
+    speed = {EVAL_PREFIX + metric for metric in SPEED_METRICS}
+    rows: dict[int, dict[str, float]] = {}
+    for entry in log_history:
+        values = {k: v for k, v in entry.items() if (k == "loss" or k.startswith(EVAL_PREFIX)) and k not in speed}
+        if values:
+            rows.setdefault(entry["step"], {"step": entry["step"], "epoch": entry.get("epoch")}).update(values)
+    return list(rows.values())
+
+
+def evaluation_at(logs: list[dict[str, float]], step: int) -> dict[str, float] | None:
+    """The last row of `logs` (see `training_logs`) with evaluation scores, logged at or before `step`."""
+    evaluated = (row for row in reversed(logs) if row["step"] <= step and any(k.startswith(EVAL_PREFIX) for k in row))
+    return next(evaluated, None)
 
 
 def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
@@ -107,18 +160,105 @@ def _versions_list(versions: dict[str, str]) -> str:
     return "\n".join(f"- {name}: {version}" for name, version in versions.items())
 
 
-def _hyperparameter_table(hyperparameters: dict[str, Any]) -> str:
-    if not hyperparameters:
+def _table(header: list[str], rows: list[list[Any]], numeric: bool = False) -> str:
+    """A Markdown table; with `numeric`, every column after the first is right-aligned."""
+    rule = "|---|" + ("---:|" if numeric else "---|") * (len(header) - 1)
+    return "\n".join(["| " + " | ".join(header) + " |", rule, *("| " + " | ".join(map(str, row)) + " |" for row in rows)])
+
+
+def _collapsed(summary: str, text: str) -> str:
+    return f"<details><summary>{summary}</summary>\n\n{text}\n\n</details>"
+
+
+def _hyperparameters(info: CardInfo) -> str:
+    if not info.hyperparameters and not info.all_hyperparameters:
         return "Hyper-parameters were not recorded."
-    return "\n".join(["| hyper-parameter | value |", "|---|---|", *(f"| {k} | `{v}` |" for k, v in hyperparameters.items())])
+    shown = _table(["hyper-parameter", "value"], [[k, f"`{v}`"] for k, v in info.hyperparameters.items()])
+    if not info.all_hyperparameters:
+        return shown
+    every = _table(["argument", "value"], [[k, f"`{v}`"] for k, v in info.all_hyperparameters.items()])
+    return ("The model's and the run's settings, and the training arguments that differ from their defaults:\n\n" + shown
+            + "\n\n" + _collapsed("All training arguments", every))
 
 
-def _evaluation_table(eval_results: dict[str, dict[str, float]]) -> str:
-    if not eval_results:
+def _metric_order(metric: str) -> tuple[str, int]:
+    """Metrics by name, then cut-off: "mrr@10", "ndcg@5", "ndcg@10", ... (a trainer's log keeps them sorted by name)."""
+    name, _, cutoff = metric.partition("@")
+    return name, int(cutoff) if cutoff.isdigit() else 0
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def _training_logs(info: CardInfo) -> str:
+    if not info.training_logs:
+        return ""
+    scores = sorted({k for row in info.training_logs for k in row if k.startswith(EVAL_PREFIX)}, key=_metric_order)
+    rows = []
+    for row in info.training_logs:
+        cells = [_number(row.get(key)) for key in ("epoch", "step", "loss", *scores)]
+        rows.append([f"**{cell}**" for cell in cells] if row["step"] == info.evaluated_at_step else cells)
+    table = _table(["Epoch", "Step", "Training loss", *scores], rows, numeric=True)
+    if len(rows) > MAX_SHOWN_LOG_ROWS:
+        table = _collapsed(f"{len(rows)} logged steps", table)
+    note = "\n\nThe bold row is the evaluation the Evaluation section reports." if info.evaluated_at_step is not None else ""
+    return "### Training logs\n\n" + table + note
+
+
+def _duration(seconds: float) -> str:
+    """Like sentence-transformers' cards: "12.3 seconds", "4.2 minutes", "1.6 hours", "2.0 days"."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} seconds"
+
+
+def _hardware(info: CardInfo) -> str:
+    if not info.hardware:
+        return ""
+    rows = [[label, info.hardware[key]] for label, key in (("CPU", "cpu"), ("Accelerator", "accelerator"), ("Processes", "processes"))]
+    time = info.training_time
+    if time:
+        steps = f"steps {time['from_step'] + 1}-{time['to_step']}"
+        resumed = f", resumed from the checkpoint of step {time['from_step']}" if time["from_step"] else ""
+        rows.append(["Training time", f"{_duration(time['seconds'])} ({steps}{resumed})"])
+    return "### Training hardware and time\n\n" + _table(["", ""], rows)
+
+
+def _evaluation_table(info: CardInfo) -> str:
+    if not info.eval_results:
         return "No evaluation results were recorded. Run `revela evaluate --retriever REPO --data BEIR_FOLDER`."
-    metrics = sorted({m for scores in eval_results.values() for m in scores}, key=lambda m: (m.split("@")[0], int(m.split("@")[1])) if "@" in m else (m, 0))
-    rows = [f"| {name} | " + " | ".join(f"{100 * scores[m]:.2f}" if m in scores else "-" for m in metrics) + " |" for name, scores in eval_results.items()]
-    return "\n".join(["| dataset | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics), *rows, "", "Scores in percent."])
+    metrics = sorted({m for scores in info.eval_results.values() for m in scores}, key=_metric_order)
+    rows = [[name, *(f"{100 * scores[m]:.2f}" if m in scores else "-" for m in metrics)]
+            for name, scores in info.eval_results.items()]
+    when = f", measured at step {info.evaluated_at_step}" if info.evaluated_at_step is not None else ""
+    return _table(["dataset", *metrics], rows, numeric=True) + f"\n\nScores in percent{when}."
+
+
+def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_adapter: bool) -> str:
+    """The "Full model architecture" table: base model, backbone, adapter, pooling, normalisation, lengths, prefixes,
+    similarity and the sentence-transformers modules the folder loads as."""
+    from revela_hf.hub import ST_POOLING
+
+    config = backbone.config
+    layers = getattr(config, "num_hidden_layers", None)
+    depth = f", {layers} layers" if layers else ""
+    rows = [["Base model", base_model], ["Backbone", f"`{type(backbone).__name__}`{depth}, hidden size {config.hidden_size}"]]
+    if is_adapter:
+        lora = lora_summary(next(iter(backbone.peft_config.values())).to_dict())
+        targets = ", ".join(f"`{t}`" for t in lora["target_modules"] or [])
+        rows.append(["Adapter", f"LoRA: r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']}, on {targets}"])
+    modules = ["`Transformer`", f"`Pooling` ({ST_POOLING[settings['pooling']]})"] + (["`Normalize`"] if settings["normalize"] else [])
+    rows += [["Pooling", settings["pooling"]],
+             ["Normalised embeddings", "yes" if settings["normalize"] else "no"],
+             ["Similarity", "cosine" if settings["normalize"] else "dot product"],
+             ["Max length (tokens)", settings["max_length"]],
+             ["Query prefix", f"`{settings['query_prefix']}`"],
+             ["Passage prefix", f"`{settings['passage_prefix']}`"],
+             ["Embedding dimension", config.hidden_size],
+             ["sentence-transformers modules", " → ".join(modules)]]
+    return _table(["", ""], rows)
 
 
 def _metadata(repo_id: str, base_model: str, is_adapter: bool, info: CardInfo) -> str:
@@ -157,13 +297,14 @@ def render_model_card(
     repo_id: str,
     settings: dict[str, Any],
     base_model: str,
-    embedding_dim: int,
+    backbone: Any,
     is_adapter: bool,
     info: CardInfo | None = None,
     base_config: dict[str, Any] | None = None,
 ) -> str:
-    """The README.md of a published retriever: Hub/mteb metadata, settings, training, results, usage.
+    """The README.md of a published retriever: Hub/mteb metadata, architecture, training, results, usage.
 
+    `backbone`: the model the folder holds (a `PreTrainedModel`, with its LoRA adapter when `is_adapter`).
     `base_config`: the config values the base model loads with (`num_hidden_layers`), passed in the usage snippets."""
     info = info or CardInfo()
     base_kwargs = "".join(f", {key}={value!r}" for key, value in (base_config or {}).items())
@@ -173,16 +314,12 @@ def render_model_card(
         title=repo_id.split("/")[-1],
         weights_note="a LoRA adapter for the base model" if is_adapter else "the full encoder weights",
         base_model=base_model,
-        pooling=settings["pooling"],
+        architecture=_architecture(backbone, settings, base_model, is_adapter),
         query_prefix=settings["query_prefix"],
-        passage_prefix=settings["passage_prefix"],
-        normalize="yes" if settings["normalize"] else "no",
-        max_length=settings["max_length"],
-        embedding_dim=embedding_dim,
         training_data=_training_data(info),
         framework_versions=_versions_list(info.framework_versions),
-        hyperparameters=_hyperparameter_table(info.hyperparameters),
-        evaluation=_evaluation_table(info.eval_results),
+        training_details="\n\n".join(filter(None, (_hyperparameters(info), _training_logs(info), _hardware(info)))),
+        evaluation=_evaluation_table(info),
         repo_id=repo_id,
         transformers_pooling=_pooling_snippet(settings),
         base_kwargs=base_kwargs,

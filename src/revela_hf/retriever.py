@@ -241,7 +241,7 @@ class RevelaRetriever(nn.Module):
         dim = self.backbone.config.hidden_size
         write_sentence_transformers_files(folder, self.settings(), dim, base_config)
         base = base_model or (card.base_model if card else None) or self.backbone.config.name_or_path
-        card_text = render_model_card(name, self.settings(), base, dim, is_adapter, card, base_config)
+        card_text = render_model_card(name, self.settings(), base, backbone, is_adapter, card, base_config)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
         if card is not None:
             save_card_info(folder, card)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
@@ -20,6 +20,8 @@ from revela_hf.checkpoint import has_trainable_state, load_trainable_state, save
 from revela_hf.dependency_versions import check_versions
 from revela_hf.io import fault_point
 
+if TYPE_CHECKING:
+    from revela_hf.model_card import CardInfo
 
 RETRIEVER_SUBFOLDER = "retriever"
 MIN_LENGTH = 2  # LM tokens per chunk: one to predict, then EOS
@@ -238,8 +240,6 @@ class RevelaTrainer(Trainer):
         # The loss is a per-group mean; let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self._group_metrics: dict[str, list[float]] = defaultdict(list)
-        self._evaluations: dict[int, dict[str, float]] = {}  # global step -> the evaluator's scores
-        self._evaluated_step: int | None = None  # the evaluation the model card reports
         self._training_summary: str | None = None  # the card's training data in words, counted once
 
     def _validate_args(self) -> None:
@@ -290,8 +290,6 @@ class RevelaTrainer(Trainer):
         retriever = self.accelerator.unwrap_model(self.model).retriever
         with _eval_mode(retriever), torch.no_grad():
             scores = self.evaluator(retriever)
-        self._evaluations[self.state.global_step] = scores
-        self._evaluated_step = self.state.global_step
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
         metrics.update(speed_metrics(metric_key_prefix, start_time))
         self.log(metrics)
@@ -336,47 +334,51 @@ class RevelaTrainer(Trainer):
             super()._load_best_model()
         else:
             self._load_from_checkpoint(self.state.best_model_checkpoint)
-        self._evaluated_step = self.state.best_global_step
 
-    def _card_info(self, config):
-        """The retriever's model card records its objective and the objective's settings, the run's schedule, batch,
-        lengths, seed and LoRA settings, the training data in words, the base model's Hub id, the framework
-        versions and, once evaluated, the last evaluation's scores and step (after `load_best_model_at_end`, the
-        best checkpoint's)."""
-        from revela_hf.model_card import dataset_summary, framework_versions
+    def _weights_step(self) -> int:
+        """The step the model's weights were trained to: the best checkpoint's once `load_best_model_at_end` restored
+        it at the end of training, else the current step."""
+        best = self.args.load_best_model_at_end and not self.is_in_train and self.state.best_global_step
+        return self.state.best_global_step if best else self.state.global_step
+
+    def _card_info(self, config: Any) -> CardInfo:
+        """The retriever's `CardInfo`, from the run itself: the objective and its settings, the LoRA settings, the
+        training arguments (non-default ones and all), the training data in words, the base model's Hub id, the
+        framework versions, the hardware and the time of the last `train()` call, and from `state.log_history`
+        (so a resumed run's card holds what was logged before the interruption) the training logs and the
+        evaluation of the saved weights (the last one at or before their step, see `_weights_step`)."""
+        from revela_hf.environment import accelerator, cpu_name
+        from revela_hf.model_card import (dataset_summary, evaluation_at, framework_versions, lora_summary, training_arguments,
+                                          training_logs)
         from revela_hf.objectives import card_info
 
         if self._training_summary is None and self.train_dataset is not None:
             self._training_summary = dataset_summary(self.train_dataset)
-        args = self.args
+        args, state = self.args, self.state
+        non_default, every = training_arguments(args)
+        loras = {part: getattr(config, f"{part}_lora") for part in ("retriever", "lm")}
         hyperparameters = {
-            "learning_rate": args.learning_rate,
-            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-            **({"lr_scheduler_kwargs": args.lr_scheduler_kwargs} if args.lr_scheduler_kwargs else {}),
-            "warmup_steps": args.warmup_steps,
-            "optim": str(getattr(args.optim, "value", args.optim)),
-            "weight_decay": args.weight_decay,
+            **{f"{part}_lora": lora_summary(lora) for part, lora in loras.items() if lora},
             "groups_per_update": args.gradient_accumulation_steps * args.world_size,
-            "max_length": args.max_length,
-            "retriever_max_length": args.retriever_max_length,
-            "seed": args.seed,
-            "steps": self.state.global_step,
-            **{f"{part}_lora": _lora_summary(getattr(config, f"{part}_lora")) for part in ("retriever", "lm") if getattr(config, f"{part}_lora")},
+            "steps": state.global_step,
+            **non_default,
         }
-        scores = self._evaluations.get(self._evaluated_step)
+        logs = training_logs(state.log_history)
+        evaluated = evaluation_at(logs, self._weights_step()) if self.evaluator is not None else None
         results = {}
-        if scores is not None:
+        if evaluated is not None:  # scores keyed "eval_<name>_ndcg@10" in the log, "ndcg@10" under the name in the card
             name = getattr(self.evaluator, "name", "")
-            results = {name or "evaluation": {key.removeprefix(f"{name}_") if name else key: value for key, value in scores.items()}}
-            hyperparameters["evaluated_at_step"] = self._evaluated_step
-        return card_info(config, hyperparameters=hyperparameters, eval_results=results, base_model=args.base_model,
-                         training_summary=self._training_summary or "", framework_versions=framework_versions())
-
-
-def _lora_summary(lora: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a LoRA config dict worth a card line (rank, alpha, dropout, target modules)."""
-    keys = ("r", "lora_alpha", "lora_dropout", "target_modules")
-    return {key: sorted(lora[key]) if key == "target_modules" and lora.get(key) else lora.get(key) for key in keys}
+            prefix = f"eval_{name}_" if name else "eval_"
+            scores = {k.removeprefix(prefix): v for k, v in evaluated.items() if k.startswith(prefix) and not k.endswith("loss")}
+            results = {name or "evaluation": scores}
+        runtime = next((entry["train_runtime"] for entry in reversed(state.log_history) if "train_runtime" in entry), None)
+        time = {} if runtime is None else {  # the Trainer times one train() call, from the step it started (resumed) at
+            "seconds": runtime, "from_step": getattr(self, "_initial_global_step", 0), "to_step": state.global_step}
+        hardware = {"cpu": cpu_name(), "accelerator": accelerator(args.device), "processes": str(args.world_size)}
+        return card_info(config, hyperparameters=hyperparameters, all_hyperparameters=every, eval_results=results,
+                         evaluated_at_step=evaluated["step"] if evaluated else None, training_logs=logs, hardware=hardware,
+                         training_time=time, base_model=args.base_model, training_summary=self._training_summary or "",
+                         framework_versions=framework_versions())
 
 
 def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

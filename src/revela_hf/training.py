@@ -167,11 +167,13 @@ def _finished(checkpoint: str, max_steps: int) -> bool:
 
 
 def _finish_done_run(trainer: RevelaTrainer, checkpoint: str) -> RevelaTrainer:
-    """A run whose last checkpoint reached max_steps trains no further: load that checkpoint and, if the
-    final retriever was not saved (e.g. the process was killed while saving it), save it now."""
+    """A run whose last checkpoint reached max_steps trains no further: load that checkpoint (the best one with
+    `load_best_model_at_end`, as the run ended on) and, if the final retriever was not saved (e.g. the process was
+    killed while saving it), save it now."""
     output = Path(trainer.args.output_dir)
-    trainer._load_from_checkpoint(checkpoint)
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+    best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    trainer._load_from_checkpoint(best or checkpoint)
     if is_ours(output / RETRIEVER_SUBFOLDER):
         logger.warning(f"the run in {output} already finished ({trainer.state.global_step} steps, max_steps "
                        f"{trainer.args.max_steps}): nothing to train (raise max_steps to continue it); its retriever is "
