@@ -223,3 +223,13 @@ def test_attention_implementation_the_model_cannot_take():
         enable_inbatch_attention(lm)
     with pytest.raises(ValueError, match="CodeGenForCausalLM"):
         RevelaForCausalLM.from_parts(lm, LlamaForCausalLM(LlamaConfig(**TINY)))
+
+
+def test_a_frozen_lm_stays_frozen_after_from_pretrained(tmp_path):
+    # freeze_lm is part of the saved config: the reloaded model must train the retriever only, as the saved one did
+    model = build(LlamaConfig(**TINY), freeze_lm=True, retriever_lora={"r": 2, "target_modules": ["q_proj"]})
+    model.save_pretrained(tmp_path)
+    loaded = RevelaForCausalLM.from_pretrained(tmp_path)
+    trainable = lambda m: sorted(name for name, p in m.named_parameters() if p.requires_grad)  # noqa: E731
+    assert trainable(loaded) == trainable(model)
+    assert trainable(loaded) and all(name.startswith("retriever.") for name in trainable(loaded))

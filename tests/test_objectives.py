@@ -436,7 +436,6 @@ def test_a_config_json_with_flat_objective_settings_loads_the_same_model(tokeniz
     (tmp_path / "config.json").write_text(json.dumps({**saved, **LEGACY_DEFAULTS, **flat}))
 
     loaded = RevelaForCausalLM.from_pretrained(tmp_path).eval()
-    loaded.lm.requires_grad_(False)  # from_pretrained's weight loading leaves the LM trainable whatever freeze_lm says
     assert loaded.config.objective_settings == settings and AutoConfig.from_pretrained(tmp_path).objective_settings == settings
     assert not any(hasattr(loaded.config, key) for key in LEGACY_DEFAULTS), "flat keys are read, not kept"
     assert card_info(loaded.config).hyperparameters == {"objective": objective, **card_rows}  # the card's rows as before

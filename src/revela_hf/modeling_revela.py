@@ -154,6 +154,17 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         if config.share_base:
             self._tied_weights_keys = self._shared_weight_names()
         self.post_init()
+        # What the config makes trainable (a frozen LM, adapters only where LoRA is set): weight loading replaces
+        # every parameter with a new, trainable one, so `from_pretrained` puts these flags back.
+        self._trainable_names = frozenset(name for name, param in self.named_parameters() if param.requires_grad)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> RevelaForCausalLM:
+        """`PreTrainedModel.from_pretrained`, then the trainable parameters the config sets (e.g. a frozen LM)."""
+        model = super().from_pretrained(*args, **kwargs)
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in model._trainable_names)
+        return model
 
     @classmethod
     def from_parts(
