@@ -7,7 +7,7 @@ import argparse
 from revela_hf.commands import positive_int
 from revela_hf.data.grouping import STRATEGIES
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
-from revela_hf.demo.recipes import BUDGETS, RETRIEVERS
+from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"training objective (the LM stays frozen): {', '.join(OBJECTIVES)} (default {DEFAULT_OBJECTIVE})",
     )
     parser.add_argument("--inbatch-top-k", type=positive_int, help="sparse in-batch attention: the k largest Sim per chunk (Revela)")
-    parser.add_argument("--grouping", choices=STRATEGIES, default="document",
-                        help="how chunks are grouped (default document; random is the control: unrelated chunks)")
+    parser.add_argument("--grouping", choices=STRATEGIES, default=DEMO_GROUPING,
+                        help=f"how chunks are grouped (default {DEMO_GROUPING}; random is the control: unrelated chunks)")
     parser.add_argument("--retriever", choices=sorted(RETRIEVERS), default="smollm2",
                         help="smollm2 (default): SmolLM2-135M cut to 6 layers, trained from scratch; minilm: "
                         "all-MiniLM-L6-v2 adapted to the corpus")

@@ -2,9 +2,9 @@
 
 Recipe (shared/CALIBRATION.md, the design that learned on 2 cores): the full 30-layer SmolLM2 is
 the LM, frozen, with the in-batch term in its top 4 layers only; the retriever is SmolLM2 cut to 6
-layers with LoRA and EOS pooling; tau = 1e-3; groups of 8 consecutive chunks (<= 128 tokens) of
-one module of the installed third-party packages, first-half queries, a constant learning rate of
-3e-4. `--retriever minilm` adapts all-MiniLM-L6-v2 to the same corpus instead (`RETRIEVERS`).
+layers with LoRA and EOS pooling; tau = 1e-3; groups of 8 chunks (<= 128 tokens) taken in turn from
+4 neighbouring modules of the installed third-party packages (`interleave`, the paper's grouping),
+first-half queries, a constant learning rate of 3e-4. `--retriever minilm` adapts all-MiniLM-L6-v2 to the same corpus instead (`RETRIEVERS`).
 Evaluation: HumanEval docstring -> solution (doctests stripped), before and after, next to BM25 and
 all-MiniLM-L6-v2.
 """
@@ -26,7 +26,7 @@ from revela_hf.evaluation.plots import pyplot
 from revela_hf.demo.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
-from revela_hf.demo.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
+from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever, check_pooling
 from revela_hf.training import ModelSpec, train
@@ -52,7 +52,7 @@ def run_demo(
     eval_dir: str | None = None,
     objective: str = DEFAULT_OBJECTIVE,
     inbatch_top_k: int | None = None,
-    grouping: str = "document",
+    grouping: str = DEMO_GROUPING,
     temperature: float | None = None,
     code_units: str = "block",
     pooling: str | None = None,
@@ -63,8 +63,8 @@ def run_demo(
     `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code);
     `objective` the training objective (revela, replug or dream; the LM stays frozen in all three);
     `inbatch_top_k` Revela's sparse in-batch attention (None = exact); `grouping` how chunks are
-    grouped (`document`: consecutive functions of one module; `random` is the control: a group of
-    unrelated chunks gives the retriever nothing to find); `code_units` how code is chunked (see
+    grouped (`interleave`: chunks taken in turn from 4 neighbouring modules; `document`: consecutive chunks
+    of one module; `random` is the control: a group of unrelated chunks gives the retriever nothing to find); `code_units` how code is chunked (see
     `Chunker`); `retriever` which retriever trains (`RETRIEVERS`: SmolLM2 from scratch, or
     all-MiniLM-L6-v2 adapted to the corpus); `temperature` (Sim's tau) and `pooling` override its recipe's.
     """
