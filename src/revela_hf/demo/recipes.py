@@ -35,8 +35,8 @@ class Budget:
 BUDGETS = {
     "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48, decay_steps=2),
     # 180 steps: on the suite, both seeds gained over their own first 90 steps (mean nDCG@10 24.5 -> 25.8 and
-    # 17.4 -> 20.3, most on the sets unlike the Python training text); three runs average 27.3 (90 steps: 23.1),
-    # and `revela demo` takes about 16 minutes on 2 cores.
+    # 17.4 -> 20.3, `document` groups); three `interleave` runs average 29.8, and `revela demo` takes about
+    # 16 minutes on 2 cores.
     "default": Budget(max_steps=180, source_files=400, eval_every=30),
     # The last 80 steps decay the rate: at a constant 3e-4 one seed's HumanEval curve oscillated (32.0 at step 80,
     # 13.2 at 240) and its suite mean ended at 10.0; the same run (equal to it up to step 160) ends at 18.4.
@@ -49,8 +49,8 @@ BUDGETS = {
 
 # How the demo groups its chunks: 8 chunks taken in turn from a window of 4 neighbouring modules (the
 # paper's Wikipedia recipe), so each chunk has one or two partners of its own module among chunks of
-# others. On the suite it beat `document` groups (8 consecutive chunks of one module, the previous
-# default) on every set of every paired seed (README, "Yardstick suite").
+# others. On the suite, over three paired seeds, it beat `document` groups (8 consecutive chunks of one
+# module, the previous default) on every set's mean: 29.8 +- 1.3 against 27.3 +- 4.1 (README, "Yardstick suite").
 DEMO_GROUPING = "interleave"
 
 @dataclass(frozen=True)
