@@ -4,7 +4,8 @@ Recipe (shared/CALIBRATION.md, the design that learned on 2 cores): the full 30-
 the LM, frozen, with the in-batch term in its top 4 layers only; the retriever is SmolLM2 cut to 6
 layers with LoRA and EOS pooling; tau = 1e-3; groups of 8 chunks (<= 128 tokens) taken in turn from
 4 neighbouring modules of the installed third-party packages (`interleave`, the paper's grouping),
-first-half queries, a constant learning rate of 3e-4. `--retriever minilm` adapts all-MiniLM-L6-v2 to the same corpus instead (`RETRIEVERS`).
+first-half queries, a constant learning rate of 3e-4. `--retriever minilm` adapts all-MiniLM-L6-v2 to
+the same corpus instead (`RETRIEVERS`).
 Evaluation: HumanEval docstring -> solution (doctests stripped), before and after, next to BM25 and
 all-MiniLM-L6-v2.
 """
@@ -63,9 +64,9 @@ def run_demo(
     `eval_dir` is a BEIR-layout folder to evaluate on (None = HumanEval docstring -> code);
     `objective` the training objective (revela, replug or dream; the LM stays frozen in all three);
     `inbatch_top_k` Revela's sparse in-batch attention (None = exact); `grouping` how chunks are
-    grouped (`interleave`: chunks taken in turn from 4 neighbouring modules; `document`: consecutive chunks
-    of one module; `random` is the control: a group of unrelated chunks gives the retriever nothing to find); `code_units` how code is chunked (see
-    `Chunker`); `retriever` which retriever trains (`RETRIEVERS`: SmolLM2 from scratch, or
+    grouped (`interleave`: chunks taken in turn from 4 neighbouring modules; `document`: consecutive
+    chunks of one module; `random` is the control: a group of unrelated chunks gives the retriever
+    nothing to find); `code_units` how code is chunked (see `Chunker`); `retriever` which retriever trains (`RETRIEVERS`: SmolLM2 from scratch, or
     all-MiniLM-L6-v2 adapted to the corpus); `temperature` (Sim's tau) and `pooling` override its recipe's.
     """
     if budget not in BUDGETS:
