@@ -66,8 +66,9 @@ def run_demo(
     `inbatch_top_k` Revela's sparse in-batch attention (None = exact); `grouping` how chunks are
     grouped (`interleave`: chunks taken in turn from 4 neighbouring modules; `document`: consecutive
     chunks of one module; `random` is the control: a group of unrelated chunks gives the retriever
-    nothing to find); `code_units` how code is chunked (see `Chunker`); `retriever` which retriever trains (`RETRIEVERS`: SmolLM2 from scratch, or
-    all-MiniLM-L6-v2 adapted to the corpus); `temperature` (Sim's tau) and `pooling` override its recipe's.
+    nothing to find); `code_units` how code is chunked (see `Chunker`); `retriever` which retriever
+    trains (`RETRIEVERS`: SmolLM2 from scratch, or all-MiniLM-L6-v2 adapted to the corpus);
+    `temperature` (Sim's tau) and `pooling` override its recipe's.
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
