@@ -163,23 +163,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], env: dict[str, str], log_dir: Path) -> None:
+@pytest.fixture(scope="session")
+def extensions_dir(tmp_path_factory) -> Path:
+    """DeepSpeed JIT-builds its shared-memory allreduce op into TORCH_EXTENSIONS_DIR behind a lock file;
+    a build killed half-way leaves the lock, and every later build in that folder waits on it forever
+    (CI hung 3 x 600 s on a stale one in ~/.cache). Each test session builds into a folder of its own."""
+    return tmp_path_factory.mktemp("torch_extensions")
+
+
+def torchrun(args: list[str], log_dir: Path, extensions_dir: Path) -> None:
     """2 CPU processes under torchrun; each rank's output goes to its own file under `log_dir`, and a
     failure reports every rank's last lines (rank 0 alone only says its peer went away)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "--log-dir", str(log_dir), "--redirects", "3", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true",
+           "TORCH_EXTENSIONS_DIR": str(extensions_dir)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     if proc.returncode != 0:
         ranks = "\n".join(f"--- {f.relative_to(log_dir)}:\n{f.read_text()[-3000:]}" for f in sorted(log_dir.rglob("std*.log")))
         raise AssertionError(f"torchrun failed ({proc.returncode}):\n{ranks}\n--- torchrun:\n{proc.stderr[-3000:]}")
 
 
-def launch(mode: str, out: Path) -> None:
+def launch(mode: str, out: Path, extensions_dir: Path) -> None:
     if mode == "zero3":
         build_model(mode, out, word_tokenizer())  # writes the retriever base the workers (and the adapter) refer to
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
-    torchrun([__file__, mode, str(out)], env, out / "logs")
+    torchrun([__file__, mode, str(out)], out / "logs", extensions_dir)
 
 
 def single_process_loss(mode: str, out: Path, inputs: dict) -> float:
@@ -207,8 +216,8 @@ def check_ranks_agree(out: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes(tmp_path):
-    launch("ddp", tmp_path)
+def test_ddp_two_processes(tmp_path, extensions_dir):
+    launch("ddp", tmp_path, extensions_dir)
     check_step1_losses("ddp", tmp_path)
     check_ranks_agree(tmp_path)
     final = torch.load(tmp_path / "final_params.pt")
@@ -225,9 +234,9 @@ def check_reloaded_retriever(checkpoint: Path, out: Path) -> None:
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_two_processes(tmp_path):
+def test_deepspeed_zero2_two_processes(tmp_path, extensions_dir):
     pytest.importorskip("deepspeed")
-    launch("zero2", tmp_path)
+    launch("zero2", tmp_path, extensions_dir)
     check_step1_losses("zero2", tmp_path)
     check_ranks_agree(tmp_path)
     ckpt = tmp_path / "run" / f"checkpoint-{MAX_STEPS}"
@@ -236,11 +245,11 @@ def test_deepspeed_zero2_two_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path):
+def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path, extensions_dir):
     pytest.importorskip("deepspeed")
     from safetensors.torch import load_file
 
-    launch("zero3", tmp_path)
+    launch("zero3", tmp_path, extensions_dir)
     check_step1_losses("zero3", tmp_path)
     check_ranks_agree(tmp_path)
     model = build_model("zero3", tmp_path, word_tokenizer())
@@ -277,7 +286,7 @@ def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path):
 
 
 @pytest.mark.slow
-def test_example_script_runs_the_paper_zero3_recipe(tmp_path):
+def test_example_script_runs_the_paper_zero3_recipe(tmp_path, extensions_dir):
     """examples/train_distributed.py with examples/zero3_paper_recipe.json (bf16, ZeRO-3, LoRA on both
     models) on 2 CPU processes, tiny models: complete retriever adapter, reloadable."""
     pytest.importorskip("deepspeed")
@@ -292,14 +301,12 @@ def test_example_script_runs_the_paper_zero3_recipe(tmp_path):
     dataset(4).save_to_disk(str(tmp_path / "data"))
     recipe = json.loads((ROOT / "examples" / "zero3_paper_recipe.json").read_text())
     assert recipe["zero_optimization"]["stage"] == 3 and recipe["bf16"]["enabled"] == "auto"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1"}
     script = [str(ROOT / "examples" / "train_distributed.py"), "--cpu",
            "--data", str(tmp_path / "data"), "--lm", str(tmp_path / "lm"), "--retriever", str(tmp_path / "retriever"),
            "--output", str(tmp_path / "run"), "--deepspeed", str(ROOT / "examples" / "zero3_paper_recipe.json"),
            "--lora-r", "8", "--lora-alpha", "16", "--max-steps", "2", "--gradient-accumulation-steps", "2",
            "--warmup-steps", "1", "--save-steps", "2"]
-    torchrun(script, env, tmp_path / "logs")
+    torchrun(script, tmp_path / "logs", extensions_dir)
     for folder in (tmp_path / "run" / RETRIEVER_SUBFOLDER, tmp_path / "run" / "checkpoint-2" / RETRIEVER_SUBFOLDER):
         saved = load_file(folder / "adapter_model.safetensors")
         assert len(saved) == 2 * 7 * 2  # lora_A and lora_B on 7 projections of 2 layers
