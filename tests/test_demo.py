@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from datasets import load_from_disk
 
 from revela_hf import RevelaRetriever
 
@@ -34,6 +35,13 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     assert [p["step"] for p in results["train_loss"]] == [1, 2, 3]
     assert [p["learning_rate"] for p in results["train_loss"]] == pytest.approx([3e-4, 3e-4, 1.5e-4])
     assert (out / "results.png").stat().st_size > 10_000
+    # The budget's interleave: groups of 4 chunks taken in turn from 2 neighbouring modules (more where
+    # a module ends and the next takes its place in the window).
+    plan = results["plan"]
+    corpus = load_from_disk(str(next(out.glob("corpus-interleave-*"))))
+    assert all(len(row["chunks"]) == plan["group_size"] == 4 for row in corpus)
+    modules = sorted(len(set(row["doc_ids"])) for row in corpus)
+    assert modules[len(modules) // 2] == plan["interleave_width"] == 2
     retriever = RevelaRetriever.from_pretrained(results["retriever"])
     embeddings = retriever.encode_queries(["return the sum of a list"], show_progress_bar=False)
     assert embeddings.shape[0] == 1 and abs(float(embeddings.norm()) - 1.0) < 1e-4

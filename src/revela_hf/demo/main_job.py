@@ -2,9 +2,9 @@
 
 Recipe (shared/CALIBRATION.md, the design that learned on 2 cores): the full 30-layer SmolLM2 is
 the LM, frozen, with the in-batch term in its top 4 layers only; the retriever is SmolLM2 cut to 6
-layers with LoRA and EOS pooling; tau = 1e-3; groups of 8 chunks (<= 128 tokens) taken in turn from
-4 neighbouring modules of the installed third-party packages (`interleave`, the paper's grouping),
-first-half queries, a constant learning rate of 3e-4. `--retriever minilm` adapts all-MiniLM-L6-v2 to
+layers with LoRA and EOS pooling; tau = 1e-3; groups of 16 chunks (<= 128 tokens) taken in turn from
+8 neighbouring modules of the installed third-party packages (`interleave`, the paper's grouping),
+first-half queries, a constant learning rate of 3e-4 for 90 steps. `--retriever minilm` adapts all-MiniLM-L6-v2 to
 the same corpus instead (`RETRIEVERS`).
 Evaluation: HumanEval docstring -> solution (doctests stripped), before and after, next to BM25 and
 all-MiniLM-L6-v2.
@@ -81,7 +81,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     beir = eval_dir or build_humaneval_beir(str(out / "humaneval"))
-    corpus = out / f"corpus-{grouping}-{code_units}-seed{seed}"  # the LM's tokens: the same for every retriever
+    # The LM's tokens: the same for every retriever; a budget with other data gets a folder of its own.
+    corpus = out / f"corpus-{grouping}-{code_units}-{plan.source_files}x{plan.group_size}x{plan.max_tokens}-seed{seed}"
     if not corpus.exists():
         sources = [p for p in training_text_sources() if p.suffix == ".py"]
         step = max(1, len(sources) // plan.source_files)
@@ -90,6 +91,7 @@ def run_demo(
             corpus,
             group_size=plan.group_size,
             strategy=grouping,
+            interleave_width=plan.interleave_width,
             max_tokens=plan.max_tokens,
             tokenizer=smollm2_path(),
             seed=seed,

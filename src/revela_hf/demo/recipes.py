@@ -22,6 +22,7 @@ class Budget:
     lm_layers: int | None = None  # None = the full LM; fewer only for the smoke test
     retriever_layers: int = 6
     group_size: int = 8
+    interleave_width: int = 4  # `interleave` groups take chunks in turn from this many neighbouring modules
     max_tokens: int = 128
     decay_steps: int = 0  # the last N steps take the rate to zero along a cosine; 0 = constant to the end
 
@@ -33,24 +34,27 @@ class Budget:
 
 
 BUDGETS = {
-    "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4, max_tokens=48, decay_steps=2),
-    # 180 steps: on the suite, both seeds gained over their own first 90 steps (mean nDCG@10 24.5 -> 25.8 and
-    # 17.4 -> 20.3, `document` groups); three `interleave` runs average 29.8, and `revela demo` takes about
-    # 16 minutes on 2 cores.
-    "default": Budget(max_steps=180, source_files=400, eval_every=30),
+    "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4,
+                 interleave_width=2, max_tokens=48, decay_steps=2),
+    # Groups of 16 chunks, two from each of 8 neighbouring modules, for 90 steps: the same chunks and wall
+    # time as 180 steps of groups of 8 (4 modules), and each chunk is scored against twice the
+    # candidates. On the suite, paired over three seeds: mean nDCG@10 29.4 / 31.6 / 32.6 against
+    # 29.2 / 29.0 / 31.3 (README, "Yardstick suite"); `revela demo` takes about 18 minutes on 2 cores.
+    "default": Budget(max_steps=90, source_files=400, eval_every=15, group_size=16, interleave_width=8),
     # The last 80 steps decay the rate: at a constant 3e-4 one seed's HumanEval curve oscillated (32.0 at step 80,
     # 13.2 at 240) and its suite mean ended at 10.0; the same run (equal to it up to step 160) ends at 18.4.
     "full": Budget(max_steps=240, source_files=1200, eval_every=40, decay_steps=80),
-    # The objectives side by side: default's data, fewer steps (a REPLUG or DREAM step scores
-    # 56 chunk pairs or 8 packed rows of 7 candidates with the 30-layer LM: 5-8x a Revela step).
+    # The objectives side by side: default's modules in groups of 8, fewer steps (a REPLUG or DREAM step
+    # scores 56 chunk pairs or 8 packed rows of 7 candidates with the 30-layer LM: 5-8x a Revela step).
     "compare": Budget(max_steps=20, source_files=400, eval_every=10),
 }
 
 
-# How the demo groups its chunks: 8 chunks taken in turn from a window of 4 neighbouring modules (the
-# paper's Wikipedia recipe), so each chunk has one or two partners of its own module among chunks of
-# others. On the suite, over three paired seeds, it beat `document` groups (8 consecutive chunks of one
-# module, the previous default) on every set's mean: 29.8 +- 1.3 against 27.3 +- 4.1 (README, "Yardstick suite").
+# How the demo groups its chunks: taken in turn from a window of neighbouring modules (the paper's
+# Wikipedia recipe; `Budget.interleave_width` modules), so each chunk has a partner of its own module among
+# chunks of others. On the suite, over three paired seeds at 8 chunks from 4 modules, it beat `document`
+# groups (8 consecutive chunks of one module) on every set's mean: 29.8 +- 1.3 against 27.3 +- 4.1
+# (README, "Yardstick suite").
 DEMO_GROUPING = "interleave"
 
 
@@ -70,8 +74,8 @@ class RetrieverRecipe:
 RETRIEVERS = {
     # EOS pooling (the paper's). Mean pooling starts far higher (untrained suite mean 20.3 vs 5.5), but
     # the default budget does not improve it (runs end at or below their start), while EOS climbs to
-    # 23.1 over four 90-step runs and 27.3 over three 180-step runs (README, "Yardstick suite");
-    # `--pooling mean` keeps it at hand.
+    # 23.1 over four 90-step runs, 27.3 over three 180-step runs and 31.2 at the default budget (README,
+    # "Yardstick suite"); `--pooling mean` keeps it at hand.
     "smollm2": RetrieverRecipe(
         "SmolLM2-135M", pooling="eos", temperature=RECIPE_TEMPERATURE, learning_rate=3e-4,
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
