@@ -36,10 +36,11 @@ class Budget:
 BUDGETS = {
     "ci": Budget(max_steps=3, source_files=40, eval_every=3, lm_layers=4, retriever_layers=2, group_size=4,
                  interleave_width=2, max_tokens=48, decay_steps=2),
-    # Groups of 16 chunks, two from each of 8 neighbouring modules, for 90 steps: the same chunks and wall
-    # time as 180 steps of groups of 8 (4 modules), and each chunk is scored against twice the
-    # candidates. On the suite, paired over three seeds: mean nDCG@10 29.4 / 31.6 / 32.6 against
-    # 29.2 / 29.0 / 31.3 (README, "Yardstick suite"); `revela demo` takes about 18 minutes on 2 cores.
+    # Groups of 16 chunks, two from each of 8 neighbouring modules, for 90 steps: the same chunks as 180
+    # steps of groups of 8 (4 modules), and each chunk is scored against twice the candidates. On the
+    # suite, paired over three seeds in bf16: mean nDCG@10 29.4 / 31.6 / 32.6 against 29.2 / 29.0 / 31.3
+    # (README, "Yardstick suite"). In fp32 a step of 16 costs ~1.4x two of 8: `revela demo` takes about
+    # 23 minutes on 2 cores (18.6 before).
     "default": Budget(max_steps=90, source_files=400, eval_every=15, group_size=16, interleave_width=8),
     # The last 80 steps decay the rate: at a constant 3e-4 one seed's HumanEval curve oscillated (32.0 at step 80,
     # 13.2 at 240) and its suite mean ended at 10.0; the same run (equal to it up to step 160) ends at 18.4.
