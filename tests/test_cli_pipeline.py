@@ -45,6 +45,7 @@ def test_prepare_then_train_then_load(tmp_path, tiny_lm):
     train = _cli("train", "--data", str(data), "--lm", tiny_lm, "--output", str(run_dir), "--max-steps", "2",
                  "--save-steps", "1", "--max-length", "64", "--inbatch-layers", "all", "--lora-r", "4")
     assert "retriever saved to" in train.stdout
+    assert "restarting with GLIBC_TUNABLES" in train.stderr  # a training command from the command line
     assert (run_dir / "checkpoint-2" / "retriever").is_dir()
     state = json.loads((run_dir / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2

@@ -15,9 +15,13 @@ import sys
 
 from revela_hf import commands
 from revela_hf.dependency_versions import check_versions
+from revela_hf.malloc import restart_with_tuned_malloc
 
 # Commands that must work in a broken environment (they report on it).
 UNCHECKED_COMMANDS = frozenset({"env"})
+# Commands that train: run from the command line, they restart under glibc malloc settings that keep
+# freed memory between steps (revela_hf.malloc).
+TRAINING_COMMANDS = frozenset({"train", "demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if argv is None and args.command in TRAINING_COMMANDS:  # a process of its own, not a call from Python
+        restart_with_tuned_malloc()
     try:
         if args.command not in UNCHECKED_COMMANDS:
             check_versions()
