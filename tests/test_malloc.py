@@ -52,3 +52,15 @@ def test_restarted_process_keeps_freed_memory():
     assert "restarting with GLIBC_TUNABLES" in run.stderr
     assert default["released_mib"] > 200  # glibc's default: a 256 MiB block is unmapped on free
     assert tuned["released_mib"] < 32  # tuned: it stays in the heap for the next step
+
+
+@glibc_linux
+def test_help_of_a_training_command_does_not_restart():
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT)}
+    cli = [sys.executable, "-m", "revela_hf.cli", "train"]
+    shown = subprocess.run([*cli, "--help"], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--max_steps" in shown.stdout
+    assert "restarting" not in shown.stderr
+    # the same command with a flag it cannot parse is a run: it restarts first, then fails on the flag
+    failed = subprocess.run([*cli, "--no-such-flag"], env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "restarting with GLIBC_TUNABLES" in failed.stderr

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if argv is None and args.command in TRAINING_COMMANDS:  # a process of its own, not a call from Python
+    # A process of its own (not a call from Python) that will train (not `revela train --help`).
+    if argv is None and args.command in TRAINING_COMMANDS and not {"-h", "--help"} & set(rest):
         restart_with_tuned_malloc()
     try:
         if args.command not in UNCHECKED_COMMANDS:
