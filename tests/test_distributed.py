@@ -286,9 +286,10 @@ def test_deepspeed_zero3_lora_saves_complete_retriever_adapters(tmp_path, extens
 
 
 @pytest.mark.slow
-def test_example_script_runs_the_paper_zero3_recipe(tmp_path, extensions_dir):
-    """examples/train_distributed.py with examples/zero3_paper_recipe.json (bf16, ZeRO-3, LoRA on both
-    models) on 2 CPU processes, tiny models: complete retriever adapter, reloadable."""
+def test_revela_train_runs_the_paper_zero3_recipe(tmp_path, extensions_dir):
+    """`revela train --config examples/paper_recipe.yaml` (bf16, ZeRO-3 with "auto" buckets, LoRA on both
+    models) as 2 CPU processes under torchrun, tiny models: one lock for the launch, complete retriever
+    adapters in the final folder and the checkpoint, reloadable."""
     pytest.importorskip("deepspeed")
     from safetensors.torch import load_file
     from transformers import LlamaForCausalLM, LlamaModel
@@ -300,13 +301,14 @@ def test_example_script_runs_the_paper_zero3_recipe(tmp_path, extensions_dir):
     LlamaModel(tiny_llama_config(tok)).save_pretrained(tmp_path / "retriever")
     dataset(4).save_to_disk(str(tmp_path / "data"))
     recipe = json.loads((ROOT / "examples" / "zero3_paper_recipe.json").read_text())
-    assert recipe["zero_optimization"]["stage"] == 3 and recipe["bf16"]["enabled"] == "auto"
-    script = [str(ROOT / "examples" / "train_distributed.py"), "--cpu",
-           "--data", str(tmp_path / "data"), "--lm", str(tmp_path / "lm"), "--retriever", str(tmp_path / "retriever"),
-           "--output", str(tmp_path / "run"), "--deepspeed", str(ROOT / "examples" / "zero3_paper_recipe.json"),
-           "--lora-r", "8", "--lora-alpha", "16", "--max-steps", "2", "--gradient-accumulation-steps", "2",
-           "--warmup-steps", "1", "--save-steps", "2"]
-    torchrun(script, tmp_path / "logs", extensions_dir)
+    assert recipe["zero_optimization"]["stage"] == 3 and recipe["zero_optimization"]["reduce_bucket_size"] == "auto"
+    command = ["-m", "revela_hf.cli", "train", "--config", str(ROOT / "examples" / "paper_recipe.yaml"),
+               "--deepspeed", str(ROOT / "examples" / "zero3_paper_recipe.json"), "--use_cpu", "--ddp_backend", "gloo",
+               "--data", str(tmp_path / "data"), "--lm", str(tmp_path / "lm"), "--retriever", str(tmp_path / "retriever"),
+               "--output_dir", str(tmp_path / "run"), "--lora_r", "8", "--lm_lora_r", "8", "--lora_alpha", "16",
+               "--max_steps", "2", "--gradient_accumulation_steps", "2", "--warmup_steps", "1", "--save_steps", "2",
+               "--report_to", "none"]
+    torchrun(command, tmp_path / "logs", extensions_dir)
     for folder in (tmp_path / "run" / RETRIEVER_SUBFOLDER, tmp_path / "run" / "checkpoint-2" / RETRIEVER_SUBFOLDER):
         saved = load_file(folder / "adapter_model.safetensors")
         assert len(saved) == 2 * 7 * 2  # lora_A and lora_B on 7 projections of 2 layers
@@ -314,6 +316,8 @@ def test_example_script_runs_the_paper_zero3_recipe(tmp_path, extensions_dir):
             assert value.numel() > 0 and value.shape[0 if "lora_A" in key else 1] == 8, key
         emb = RevelaRetriever.from_pretrained(str(folder)).encode(PROBE_TEXTS, show_progress_bar=False)
         assert emb.shape == (len(PROBE_TEXTS), 32) and torch.isfinite(emb).all()
+    config = json.loads((tmp_path / "run" / RETRIEVER_SUBFOLDER / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.1)  # the recipe's dropout
 
 
 if __name__ == "__main__":

@@ -186,6 +186,12 @@ class RevelaConfig(PreTrainedConfig):
                 "share_base needs the shared base weights frozen: set freeze_lm=True, or train the LM through lm_lora"
             )
 
+    @property
+    def hidden_sizes(self) -> list[int]:
+        """The LM's and the retriever's hidden sizes: the composite config has no single `hidden_size`, and
+        transformers sizes a DeepSpeed config's `"auto"` ZeRO buckets from the largest of `hidden_sizes`."""
+        return [self.lm_config.hidden_size, self.retriever_config.hidden_size]
+
     def resolved_objective_settings(self) -> ObjectiveSettings | None:
         """`objective_settings` as the objective's settings class, checked (against the LM too); None for an
         objective without settings, which then must be given none."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ class ModelSpec:
     share_base: bool = False
     retriever_lora_r: int = RECIPE_RETRIEVER_LORA_R
     lm_lora_r: int | None = None  # None = no LoRA on the LM
+    lora_alpha: int | None = None  # both adapters' alpha; None = 2 x their rank
+    lora_dropout: float = 0.0
     freeze_lm: bool = RECIPE_FREEZE_LM
     inbatch_layers: list[int] | None = field(default_factory=lambda: list(RECIPE_INBATCH_LAYERS))
     temperature: float = RECIPE_TEMPERATURE
@@ -59,8 +62,9 @@ class ModelSpec:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def lora(r: int, targets: list[str] | None = None) -> LoraConfig:
-    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets or LORA_TARGETS)
+def lora(r: int, targets: list[str] | None = None, alpha: int | None = None, dropout: float = 0.0) -> LoraConfig:
+    """A LoRA config of rank `r` on `targets` (default: every projection of a decoder layer); alpha 2r unless given."""
+    return LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=targets or LORA_TARGETS)
 
 
 def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
@@ -80,8 +84,9 @@ def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
     model = RevelaForCausalLM.from_parts(
         lm,
         retriever,
-        lm_lora=lora(spec.lm_lora_r) if spec.lm_lora_r and not spec.freeze_lm else None,
-        retriever_lora=lora(spec.retriever_lora_r, spec.encoder_lora_targets if spec.encoder_retriever else None)
+        lm_lora=lora(spec.lm_lora_r, None, spec.lora_alpha, spec.lora_dropout) if spec.lm_lora_r and not spec.freeze_lm else None,
+        retriever_lora=lora(spec.retriever_lora_r, spec.encoder_lora_targets if spec.encoder_retriever else None,
+                            spec.lora_alpha, spec.lora_dropout)
         if spec.retriever_lora_r
         else None,
         retriever_layers=spec.retriever_layers if retriever is None else None,
@@ -109,7 +114,8 @@ def train(
     if len(dataset) == 0:
         raise ValueError(f"the prepared dataset at {data_dir} holds no group")
     set_seed(args.seed)  # the retriever's and LM's LoRA initialisation too, not only the Trainer's data order
-    model, tokenizer = build_model(spec)
+    with _whole_weights(args):
+        model, tokenizer = build_model(spec)
     dataset = rows_for_objective(dataset, model.config)
     retriever_tokenizer = AutoTokenizer.from_pretrained(spec.retriever) if spec.encoder_retriever else None
     trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -120,6 +126,27 @@ def train(
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(args.output_dir)
     return trainer
+
+
+@contextmanager
+def _whole_weights(args: RevelaTrainingArguments) -> Iterator[None]:
+    """Load and assemble the models unpartitioned even when `args` hold a ZeRO-3 config.
+
+    Creating such `TrainingArguments` makes transformers load every later model already partitioned
+    (`zero.Init`), which `from_parts` (cutting layers, attaching LoRA, copying the LM as retriever) cannot
+    work on; DeepSpeed partitions the finished model when the Trainer starts its engine instead.
+    """
+    config = getattr(args, "hf_deepspeed_config", None)
+    if config is None:
+        yield
+        return
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
 
 
 def rows_for_objective(dataset: Dataset, config: RevelaConfig) -> Dataset:

@@ -43,6 +43,7 @@ FLAG_TYPES = {
     "retriever_layers": positive_int,
     "lora_r": int_at_least(0),
     "lm_lora_r": positive_int,
+    "lora_alpha": positive_int,
     "temperature": positive_float,
     "inbatch_layers": layer_list,
     "inbatch_top_k": positive_int,
@@ -62,6 +63,8 @@ class TrainRecipe:
     retriever_layers: int | None = field(default=None, metadata={"help": "Keep only the first N retriever layers."})
     lora_r: int = field(default=RECIPE_RETRIEVER_LORA_R, metadata={"help": "Retriever LoRA rank (0 = train all weights)."})
     lm_lora_r: int | None = field(default=None, metadata={"help": "LoRA rank on the LM (needs train_lm)."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha of both adapters (None: 2 x the rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout of both adapters."})
     train_lm: bool = field(default=not RECIPE_FREEZE_LM, metadata={"help": "Train the LM too (False: the LM stays frozen)."})
     share_base: bool = field(
         default=False,
@@ -96,6 +99,8 @@ class TrainRecipe:
             retriever_layers=self.retriever_layers,
             retriever_lora_r=self.lora_r,
             lm_lora_r=self.lm_lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
             freeze_lm=not self.train_lm,
             share_base=self.share_base,
             inbatch_layers=self.inbatch_layers,
@@ -188,11 +193,22 @@ def _derive_defaults(values: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+    from contextlib import nullcontext
+
+    import torch
+
     from revela_hf.io import output_lock
     from revela_hf.training import train
 
     recipe, training_args = parse_train_args(args.argv)
-    with output_lock(training_args.output_dir):  # a second `revela train` on this output fails at once
+    # One process of a launch (torchrun, accelerate, deepspeed) holds the lock for all: a second
+    # `revela train` on this output fails at once, the launch's other ranks do not.
+    first = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(training_args.output_dir) if first else nullcontext():
         trainer = train(recipe.model_spec(), recipe.data, training_args)
-    print(f"retriever saved to {training_args.output_dir}/retriever ({trainer.state.global_step} steps)")
+    if first:
+        print(f"retriever saved to {training_args.output_dir}/retriever ({trainer.state.global_step} steps)")
+    if torch.distributed.is_initialized():  # a live gloo thread at interpreter exit aborts the process
+        torch.distributed.destroy_process_group()
     return 0
