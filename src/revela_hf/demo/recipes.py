@@ -39,8 +39,8 @@ BUDGETS = {
     # Groups of 16 chunks, two from each of 8 neighbouring modules, for 90 steps: the same chunks as 180
     # steps of groups of 8 (4 modules), and each chunk is scored against twice the candidates. On the
     # suite, paired over three seeds in bf16: mean nDCG@10 29.4 / 31.6 / 32.6 against 29.2 / 29.0 / 31.3
-    # (README, "Yardstick suite"). In fp32 a step of 16 costs ~1.4x two of 8: `revela demo` takes about
-    # 23 minutes on 2 cores (18.6 before).
+    # (README, "Yardstick suite"). `revela demo` (fp32, 2 cores, the malloc settings of `revela_hf.malloc`)
+    # takes about 19 minutes, install included.
     "default": Budget(max_steps=90, source_files=400, eval_every=15, group_size=16, interleave_width=8),
     # The last 80 steps decay the rate: at a constant 3e-4 one seed's HumanEval curve oscillated (32.0 at step 80,
     # 13.2 at 240) and its suite mean ended at 10.0; the same run (equal to it up to step 160) ends at 18.4.
