@@ -3,7 +3,7 @@
 Recipe (shared/CALIBRATION.md, the design that learned on 2 cores): the full 30-layer SmolLM2 is
 the LM, frozen, with the in-batch term in its top 4 layers only; the retriever is SmolLM2 cut to 6
 layers with LoRA and EOS pooling; tau = 1e-3; groups of 16 chunks (<= 128 tokens) taken in turn from
-8 neighbouring modules of the installed third-party packages (`interleave`, the paper's grouping),
+8 neighbouring modules of revela-hf[demo]'s installed dependencies (`interleave`, the paper's grouping),
 first-half queries, a constant learning rate of 3e-4 for 90 steps. `--retriever minilm` adapts all-MiniLM-L6-v2 to
 the same corpus instead (`RETRIEVERS`).
 Evaluation: HumanEval docstring -> solution (doctests stripped), before and after, next to BM25 and
