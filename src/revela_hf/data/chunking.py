@@ -13,6 +13,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from revela_hf.data.python_source import first_line, outermost_functions
 from revela_hf.data.sentences import split_sentences
 
 DOCUMENT_KINDS = ("text", "markdown", "rest", "code")
@@ -81,26 +82,14 @@ CODE_UNITS = ("block", "function", "function-head")
 
 
 def python_functions(text: str) -> list[list[str]] | None:
-    """The lines of every outermost function of a Python module (methods of classes included, their
-    decorators attached, nested functions left inside their parent), in source order; None when the
-    text is not valid Python."""
+    """The lines of every outermost function of a Python module (see `outermost_functions`; decorators
+    attached, nested functions left inside their parent), in source order; None when the text is not valid Python."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
     lines = text.split("\n")
-    found: list[list[str]] = []
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-                found.append(textwrap.dedent("\n".join(lines[start - 1 : node.end_lineno])).split("\n"))
-            elif isinstance(node, ast.ClassDef):
-                visit(node.body)
-
-    visit(tree.body)
-    return found
+    return [textwrap.dedent("\n".join(lines[first_line(f) - 1 : f.end_lineno])).split("\n") for f in outermost_functions(tree)]
 
 
 class Chunker:

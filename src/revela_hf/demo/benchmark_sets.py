@@ -21,7 +21,6 @@ How each is kept out of the training text (`assets.training_text_sources`):
 
 from __future__ import annotations
 
-import ast
 import gzip
 import importlib.util
 import json
@@ -31,8 +30,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from revela_hf.data.python_source import documented_functions
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
-from revela_hf.demo.humaneval import HUMANEVAL_MODULE, build_humaneval_beir, code_without_docstring
+from revela_hf.demo.humaneval import HUMANEVAL_MODULE, build_humaneval_beir
 from revela_hf.local import log, python_roots
 
 CONCODE_ENV = "REVELA_CONCODE"
@@ -234,20 +234,6 @@ def stdlib_files(root: str | os.PathLike[str] | None = None) -> list[pathlib.Pat
     return files
 
 
-def _functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Module-level functions and methods (of classes at any depth), not functions nested in functions, in source order."""
-    stack: list[ast.AST] = [tree]
-    found = []
-    while stack:
-        node = stack.pop()
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                found.append(child)
-            elif isinstance(child, ast.ClassDef):
-                stack.append(child)
-    return sorted(found, key=lambda f: f.lineno)
-
-
 def function_pairs(source: str, min_words: int = 6, max_lines: int = 30) -> list[tuple[str, str]]:
     """(first docstring paragraph, code without the docstring) for each fit function in Python `source`.
 
@@ -255,15 +241,10 @@ def function_pairs(source: str, min_words: int = 6, max_lines: int = 30) -> list
     not name the function; a code document of 3 to `max_lines` non-blank lines.
     """
     pairs = []
-    for func in _functions(ast.parse(source)):
-        doc = ast.get_docstring(func)
-        first = func.body[0]
-        if not doc or not isinstance(first, ast.Expr) or first.lineno == func.lineno:
-            continue
+    for func, doc, code in documented_functions(source) or []:
         query = _words(re.split(r"\n\s*\n", doc, maxsplit=1)[0])
         if len(query.split()) < min_words or ">>>" in query or _mentions(query, func.name):
             continue
-        code = code_without_docstring(source, func, first)
         if 3 <= len(code.splitlines()) <= max_lines:
             pairs.append((query, code))
     return pairs

@@ -13,9 +13,9 @@ import inspect
 import json
 import pathlib
 import re
-import textwrap
 from typing import Any
 
+from revela_hf.data.python_source import code_without_docstring
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder
 from revela_hf.local import log, package_dir
 
@@ -97,14 +97,6 @@ def make_query(problem: dict[str, Any]) -> str:
     if not text:
         raise ValueError(f"{problem['task_id']}: nothing left of the docstring")
     return text
-
-
-def code_without_docstring(source: str, func: ast.FunctionDef | ast.AsyncFunctionDef, doc_node: ast.Expr) -> str:
-    """`func`'s source (decorators included) from `source` without the `doc_node` statement and blank lines, dedented."""
-    lines = source.splitlines()
-    first = min([func.lineno] + [d.lineno for d in func.decorator_list]) - 1
-    code = lines[first : doc_node.lineno - 1] + lines[doc_node.end_lineno or doc_node.lineno : func.end_lineno]
-    return textwrap.dedent("\n".join(line for line in code if line.strip()))
 
 
 def make_document(problem: dict[str, Any]) -> str:
