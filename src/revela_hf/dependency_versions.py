@@ -25,21 +25,22 @@ class DependencyVersionError(ImportError):
     """An installed package is outside the range revela-hf supports (or missing)."""
 
 
+def required_by(distribution: str, extras: tuple[str, ...] = ()) -> list[Requirement]:
+    """The requirements the installed `distribution` lists for its core and for `extras`, those whose
+    markers hold in this environment; empty when it is not installed."""
+    try:
+        lines = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    requirements = [Requirement(line) for line in lines]
+    return [r for r in requirements if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in (*extras, ""))]
+
+
 def supported_requirements(extras: tuple[str, ...] = ()) -> dict[str, Requirement]:
     """{distribution name: requirement} of the core dependencies and of `extras`, from the installed
     metadata; empty when revela-hf runs from a source tree that was never installed."""
-    try:
-        lines = importlib.metadata.requires(DISTRIBUTION) or []
-    except importlib.metadata.PackageNotFoundError:
-        return {}
-    chosen: dict[str, Requirement] = {}
-    for line in lines:
-        req = Requirement(line)
-        if req.name == DISTRIBUTION:  # the `test` extra names our own extras
-            continue
-        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
-            chosen[_normalise(req.name)] = req
-    return chosen
+    # the `test` extra names our own extras: not a dependency
+    return {_normalise(r.name): r for r in required_by(DISTRIBUTION, extras) if _normalise(r.name) != DISTRIBUTION}
 
 
 def version_problems(extras: tuple[str, ...] = (), installed: dict[str, str | None] | None = None) -> list[str]:

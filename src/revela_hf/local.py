@@ -41,10 +41,9 @@ def python_roots() -> tuple[pathlib.Path, list[pathlib.Path]]:
 def requirement_closure(distribution: str, extras: tuple[str, ...] = ()) -> list[str]:
     """Installed distributions that `distribution` (with `extras`) requires, directly or through one another,
     by canonical name and sorted; `distribution` itself is left out, and so is a requirement that is not installed."""
-    from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from revela_hf.dependency_versions import installed_version
+    from revela_hf.dependency_versions import installed_version, required_by
 
     root = canonicalize_name(distribution)
     found: set[str] = set()
@@ -52,14 +51,7 @@ def requirement_closure(distribution: str, extras: tuple[str, ...] = ()) -> list
     seen = set(todo)
     while todo:
         name, wanted = todo.pop()
-        try:
-            lines = importlib.metadata.requires(name) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        for line in lines:
-            req = Requirement(line)
-            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (*wanted, "")):
-                continue
+        for req in required_by(name, wanted):
             child = (canonicalize_name(req.name), tuple(sorted(req.extras)))
             if child[0] != root:  # an extra may name the package's own other extras
                 found.add(child[0])
