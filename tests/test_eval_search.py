@@ -29,7 +29,7 @@ def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path, fusion):
     # Dense (one-hot on the trailing number) and lexical (the fruit word) disagree on purpose.
     fruits = ["apple", "banana", "cherry", "grape", "lemon", "mango", "pear"]
     docs = [(f"d{i}", f"{fruit} document number {i}") for i, fruit in enumerate(fruits)]
-    index = ShardedIndex.build(OneHotEncoder(), iter(docs), tmp_path / "idx", shard_size=3, lexical=True)
+    ShardedIndex.build(OneHotEncoder(), iter(docs), tmp_path / "idx", shard_size=3, lexical=True)
     reopened = ShardedIndex.load(tmp_path / "idx")
     assert reopened.config.lexical and (tmp_path / "idx" / reopened.config.generation / "bm25").is_dir()
     queries = ["banana 3", "pear 6"]

@@ -62,7 +62,7 @@ class ModelSpec:
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def lora(r: int, targets: list[str] | None = None, alpha: int | None = None, dropout: float = 0.0) -> LoraConfig:
+def lora(r: int, *, targets: list[str] | None = None, alpha: int | None = None, dropout: float = 0.0) -> LoraConfig:
     """A LoRA config of rank `r` on `targets` (default: every projection of a decoder layer); alpha 2r unless given."""
     return LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=targets or LORA_TARGETS)
 
@@ -81,14 +81,13 @@ def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
     elif spec.retriever is not None:
         retriever_kwargs = {"num_hidden_layers": spec.retriever_layers} if spec.retriever_layers else {}
         retriever = AutoModel.from_pretrained(spec.retriever, dtype=torch.float32, **retriever_kwargs)
+    adapter = {"alpha": spec.lora_alpha, "dropout": spec.lora_dropout}
     model = RevelaForCausalLM.from_parts(
         lm,
         retriever,
-        lm_lora=lora(spec.lm_lora_r, None, spec.lora_alpha, spec.lora_dropout) if spec.lm_lora_r and not spec.freeze_lm else None,
-        retriever_lora=lora(spec.retriever_lora_r, spec.encoder_lora_targets if spec.encoder_retriever else None,
-                            spec.lora_alpha, spec.lora_dropout)
-        if spec.retriever_lora_r
-        else None,
+        lm_lora=lora(spec.lm_lora_r, **adapter) if spec.lm_lora_r and not spec.freeze_lm else None,
+        retriever_lora=lora(spec.retriever_lora_r, targets=spec.encoder_lora_targets if spec.encoder_retriever else None,
+                            **adapter) if spec.retriever_lora_r else None,
         retriever_layers=spec.retriever_layers if retriever is None else None,
         share_base=spec.share_base,
         freeze_lm=spec.freeze_lm,
