@@ -129,12 +129,17 @@ def test_frozen_top_block_equals_full_two_pass():
     results = []
     for freeze in (False, True):
         model = build(LlamaConfig(**TINY), inbatch_layers=[-2, -1], freeze_lm=freeze).train()
+        decoder = model.lm.get_decoder()
+        bottom = decoder.layers[0]
+        seen = []  # what the model's own decoder holds while its top layer runs, in both passes
+        decoder.layers[-1].register_forward_hook(lambda *_: seen.append(decoder.layers[0] is bottom))
         ids, mask, labels = group_inputs()
         out = model(ids, mask, labels=labels, query_input_ids=ids[:, :5], query_attention_mask=mask[:, :5],
                     passage_input_ids=ids, passage_attention_mask=mask)
         out.loss.backward()
         grads = torch.cat([p.grad.flatten() for p in model.retriever.parameters()])
         results.append((out.loss.detach(), grads, model))
+        assert seen == [True, True], "the in-batch pass runs on a view and leaves the model's decoder as it is"
     (loss_full, grad_full, _), (loss_top, grad_top, frozen) = results
     torch.testing.assert_close(loss_top, loss_full, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(grad_top, grad_full, atol=1e-6, rtol=1e-5)

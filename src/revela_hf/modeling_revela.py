@@ -396,8 +396,8 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
             top_k=self.config.inbatch_top_k,
             kv=record.kv,
         )
-        with _replay_lower_layers(decoder, start, captured.get("hidden")) if start else nullcontext():
-            return self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, revela_context=inject)
+        lm = _view_from_layer(self.lm, start, captured["hidden"]) if start else self.lm
+        return lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, revela_context=inject)
 
 
 class _Replay(nn.Module):
@@ -425,15 +425,24 @@ def _capture_input(layer: nn.Module, captured: dict[str, torch.Tensor]) -> Itera
         handle.remove()
 
 
-@contextmanager
-def _replay_lower_layers(decoder: nn.Module, start: int, hidden: torch.Tensor) -> Iterator[None]:
-    """Run the decoder from layer `start` on, fed with `hidden` (the clean pass's input to that layer)."""
-    original = decoder.layers
-    decoder.layers = nn.ModuleList([_Replay(hidden)] + [_Replay(None) for _ in range(start - 1)] + list(original[start:]))
-    try:
-        yield
-    finally:
-        decoder.layers = original
+def _shallow_copy(module: nn.Module, **children: nn.Module) -> nn.Module:
+    """A copy of `module` that shares its parameters, buffers and other submodules, with `children` in place of its own."""
+    view = copy.copy(module)
+    view._modules = {**module._modules, **children}
+    return view
+
+
+def _view_from_layer(lm: nn.Module, start: int, hidden: torch.Tensor) -> nn.Module:
+    """A view of the causal LM `lm` whose decoder runs from layer `start` on, fed with `hidden` (the clean pass's
+    input to that layer): its lower layers are stand-ins that pass `hidden` on. The view shares every weight with
+    `lm` and leaves `lm` untouched, so concurrent forwards and module wrappers see the model as it is."""
+    decoder = lm.get_decoder()
+    name = next((n for n, child in lm.named_children() if child is decoder), None)
+    if name is None:
+        raise ValueError(f"{type(lm).__name__}'s decoder is not one of its direct submodules: the in-batch pass cannot start at layer {start}")
+    stand_ins = [_Replay(hidden)] + [_Replay(None) for _ in range(start - 1)]
+    view_decoder = _shallow_copy(decoder, layers=nn.ModuleList(stand_ins + list(decoder.layers[start:])))
+    return _shallow_copy(lm, **{name: view_decoder})
 
 
 def first_layers_config(config: PreTrainedConfig, num_layers: int | None) -> PreTrainedConfig:
