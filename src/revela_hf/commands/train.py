@@ -193,7 +193,6 @@ def _derive_defaults(values: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import os
     from contextlib import nullcontext
 
     import torch
@@ -204,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     recipe, training_args = parse_train_args(args.argv)
     # One process of a launch (torchrun, accelerate, deepspeed) holds the lock for all: a second
     # `revela train` on this output fails at once, the launch's other ranks do not.
-    first = int(os.environ.get("RANK", "0")) == 0
+    first = training_args.process_index == 0
     with output_lock(training_args.output_dir) if first else nullcontext():
         trainer = train(recipe.model_spec(), recipe.data, training_args)
     if first:
