@@ -171,15 +171,18 @@ def extensions_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("torch_extensions")
 
 
+def _launch_env(extensions_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true",
+            "TORCH_EXTENSIONS_DIR": str(extensions_dir)}
+
+
 def torchrun(args: list[str], log_dir: Path, extensions_dir: Path) -> None:
     """2 CPU processes under torchrun; each rank's output goes to its own file under `log_dir`, and a
     failure reports every rank's last lines (rank 0 alone only says its peer went away)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "--log-dir", str(log_dir), "--redirects", "3", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true",
-           "TORCH_EXTENSIONS_DIR": str(extensions_dir)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(cmd, env=_launch_env(extensions_dir), capture_output=True, text=True, timeout=600, cwd=ROOT)
     if proc.returncode != 0:
         ranks = "\n".join(f"--- {f.relative_to(log_dir)}:\n{f.read_text()[-3000:]}" for f in sorted(log_dir.rglob("std*.log")))
         raise AssertionError(f"torchrun failed ({proc.returncode}):\n{ranks}\n--- torchrun:\n{proc.stderr[-3000:]}")
@@ -318,6 +321,31 @@ def test_revela_train_runs_the_paper_zero3_recipe(tmp_path, extensions_dir):
         assert emb.shape == (len(PROBE_TEXTS), 32) and torch.isfinite(emb).all()
     config = json.loads((tmp_path / "run" / RETRIEVER_SUBFOLDER / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (8, 16, 0.1)  # the recipe's dropout
+
+
+@pytest.mark.slow
+def test_revela_train_runs_under_accelerate_launch(tmp_path, extensions_dir):
+    """`accelerate launch --multi_gpu --num_processes 2 -m revela_hf.cli train --use_cpu ...` (accelerate's torchrun
+    launcher; its `--cpu` launcher runs one process and expects MPI for more): two real processes train one run
+    (each step takes a group per process, so 2 steps cover 4 groups: one epoch), and the final retriever reloads."""
+    from transformers import LlamaForCausalLM
+
+    tok = word_tokenizer()
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tok)).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    dataset(4).save_to_disk(str(tmp_path / "data"))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+               "-m", "revela_hf.cli", "train", "--data", str(tmp_path / "data"), "--lm", str(tmp_path / "lm"),
+               "--output_dir", str(tmp_path / "run"), "--retriever_layers", "1", "--lora_r", "4", "--max_steps", "2",
+               "--inbatch_layers", "-1", "--save_steps", "2", "--report_to", "none", "--use_cpu", "--ddp_backend", "gloo"]
+    proc = subprocess.run(command, env=_launch_env(extensions_dir), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["epoch"] == pytest.approx(1.0), "two processes shared the 4 groups"
+    emb = RevelaRetriever.from_pretrained(str(tmp_path / "run" / RETRIEVER_SUBFOLDER)).encode(PROBE_TEXTS, show_progress_bar=False)
+    assert emb.shape[0] == len(PROBE_TEXTS) and torch.isfinite(emb).all()
 
 
 if __name__ == "__main__":
