@@ -10,9 +10,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEXTS, tiny_decoder, tiny_revela
+from conftest import TEXTS, tiny_causal_lm, tiny_decoder, tiny_groups, tiny_revela
 from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer, LlamaModel
 
@@ -111,3 +112,38 @@ def test_push_then_load_everywhere_in_a_fresh_process(hub, tmp_path):
     assert official["settings"]["query_prefix"] == "query: " and official["settings"]["pooling"] == "eos"
     assert (torch.tensor(official["q"]) - official_expected).abs().max().item() < 1e-5
     assert ("GET", f"/api/models/{REPO}/revision/main") in hub.requests
+
+
+@pytest.mark.parametrize("strategy, while_training", [("end", 0), ("every_save", 2)])
+def test_the_trainers_push_to_hub_uploads_the_retriever_alone(hub, tmp_path, monkeypatch, strategy, while_training):
+    """`RevelaTrainer` with `push_to_hub=True` uploads the retriever at `push_to_hub()` (and at each save unless
+    `hub_strategy="end"`), at the repository's root: no LM, no trainable-state file, no checkpoint; the repo id
+    loads the trained retriever."""
+    from revela_hf.retriever import RevelaRetriever
+    from revela_hf.trainer import RevelaTrainingArguments
+    from revela_hf.training import ModelSpec, train
+
+    lm = tiny_causal_lm(tmp_path / "lm")
+    push_folder(lm, BASE_REPO)  # the retriever is a copy of the LM's base model: its adapter names this repo
+    repo = "user/revela-run"
+    args = RevelaTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, save_steps=1, learning_rate=1e-2,
+                                   report_to=[], use_cpu=True, disable_tqdm=True, max_length=16, retriever_max_length=16,
+                                   push_to_hub=True, hub_model_id=repo, hub_strategy=strategy, base_model=BASE_REPO)
+    trainer = train(ModelSpec(lm=str(lm), retriever_lora_r=4, inbatch_layers=[-1]), tiny_groups(tmp_path / "data"), args)
+    commits = hub.repos[("models", repo)].commits
+    assert len(commits) == 1 + while_training  # the Trainer creates the repo (a first commit), then one upload per save
+    trainer.push_to_hub()
+    commits = hub.repos[("models", repo)].commits
+    assert len(commits) == 2 + while_training  # the final card adds the run's summary
+    files = set(commits[-1][1])
+    assert {"adapter_model.safetensors", "adapter_config.json", "revela_retriever.json", "modules.json", "README.md"} <= files
+    assert not files & {"revela_trainable.safetensors", "training_args.bin", "config.json", "model.safetensors"}
+    assert not any("/" in name and not name.startswith("1_Pooling/") for name in files), sorted(files)
+    assert json.loads(commits[-1][1]["adapter_config.json"])["base_model_name_or_path"] == BASE_REPO
+    assert "base_model: tests/tiny-llama" in commits[-1][1]["README.md"].decode()
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # where no local tests/ folder shadows the base model's repo id
+    loaded = RevelaRetriever.from_pretrained(repo)
+    expected = trainer.model.retriever.encode_queries(TEXTS, show_progress_bar=False)
+    torch.testing.assert_close(loaded.encode_queries(TEXTS, show_progress_bar=False), expected, atol=1e-5, rtol=1e-5)

@@ -307,8 +307,10 @@ class RevelaRetriever(nn.Module):
         base_model: str | None = None,
         card: CardInfo | None = None,
         merge_lora: bool = False,
+        revision: str | None = None,
     ) -> str:
-        """Upload the retriever only (adapter or weights, tokenizer, settings, card); returns the commit URL.
+        """Upload the retriever only (adapter or weights, tokenizer, settings, card) to `revision` (default: main);
+        returns the commit URL.
 
         Pass `base_model` (a Hub id) when the backbone was loaded from a local folder, so the
         adapter can find its base model wherever it is loaded (default: the card's `base_model`, which
@@ -321,7 +323,7 @@ class RevelaRetriever(nn.Module):
             warnings.warn(f"the adapter's base model is the local path {base}; pass base_model='<hub id>' so others can load it")
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp, repo_id=repo_id, base_model=base_model, card=card, merge_lora=merge_lora)
-            return push_folder(tmp, repo_id, private=private, token=token, commit_message=commit_message)
+            return push_folder(tmp, repo_id, private=private, token=token, commit_message=commit_message, revision=revision)
 
     @classmethod
     def from_pretrained(

@@ -126,6 +126,11 @@ class RevelaTrainer(Trainer):
     `eval_steps=N`) runs `evaluator` on `model.retriever` and logs its scores with the `eval_` prefix, e.g.
     `eval_<name>_ndcg@10`, which `metric_for_best_model` and `load_best_model_at_end` can use.
 
+    `push_to_hub()` (and, with `push_to_hub=True`, every save unless `hub_strategy="end"`) uploads the
+    retriever alone to the root of `hub_model_id`, with its card and `base_model` as the Hub id: the repository loads
+    like any retriever (`RevelaRetriever.from_pretrained`, sentence-transformers, peft); the LM, the run's trainable
+    state and the checkpoints stay local.
+
     Args:
         model ([`RevelaForCausalLM`]):
             The model to train.
@@ -317,6 +322,39 @@ class RevelaTrainer(Trainer):
                 torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
                 model.retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
         fault_point("trainer:saved")  # model and retriever written; a checkpoint's optimizer and state not yet
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ) -> str | None:
+        """Save the model, then upload its retriever (see the class docstring) to `args.hub_model_id` (default: the
+        output folder's name); returns the commit URL on the main process. The upload always blocks (`blocking` is
+        accepted for the Trainer's signature); `kwargs` (the Trainer's model-card fields) are not used: the
+        retriever's card comes from the run."""
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        return self._upload_retriever(commit_message or "End of training", token, revision or self.args.hub_revision)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if self.args.hub_strategy != "end":
+            self._upload_retriever(f"Training in progress, step {self.state.global_step}", self.args.hub_token, self.args.hub_revision)
+
+    def _upload_retriever(self, commit_message: str, token: str | None, revision: str | None) -> str | None:
+        """Upload the retriever from the main process (its ZeRO-3 shards gathered: every process calls this)."""
+        model = self.accelerator.unwrap_model(self.model)
+        with _gathered(_saved_parameters(model)):
+            if not self.is_world_process_zero():
+                return None
+            self.callback_handler.on_push_begin(self.args, self.state, self.control)
+            return model.retriever.push_to_hub(self.hub_model_id, token=token, commit_message=commit_message,
+                                               card=self._card_info(model.config), revision=revision)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         """Copy a checkpoint's trainable tensors into the model, whose frozen weights come from its model
