@@ -72,14 +72,22 @@ def test_the_trained_card_records_the_run(setup, evaluated):
     trainer, _ = evaluated
     folder = Path(trainer.args.output_dir) / "checkpoint-4" / "retriever"
     card = load_card_info(folder)
-    assert card.training_summary == "8 groups of 4 chunks (32 chunks from 16 documents); sources: text"
+    words = [len(chunk.split()) for row in trainer.train_dataset for chunk in row["chunks"]]  # chunk lengths, by hand
+    assert card.training_summary == (f"8 groups of 4 chunks (32 chunks from 16 documents; {min(words)}-{max(words)} words a "
+                                     f"chunk, mean {sum(words) / len(words):.1f}); sources: text")
+    assert card.training_samples == trainer.train_dataset[0]["chunks"][:3]  # short chunks: shown whole
     from datasets import Dataset
 
     from revela_hf.model_card import dataset_summary
 
     per_file = Dataset.from_list([{"chunks": ["a", "b"], "sources": [f"f{i}.py", f"f{i + 1}.py"]} for i in range(0, 14, 2)])
-    assert dataset_summary(per_file, batch_size=3) == "7 groups of 2 chunks (14 chunks); 14 sources (f0.py, f1.py, f10.py, f11.py, f12.py, ...)"
+    assert dataset_summary(per_file, batch_size=3) == "7 groups of 2 chunks (14 chunks; 1-1 words a chunk, mean 1.0); 14 sources (f0.py, f1.py, f10.py, f11.py, f12.py, ...)"
     assert dataset_summary(per_file.to_iterable_dataset()) == ""  # a stream is not read to count it
+    from revela_hf.model_card import CardInfo, _training_data, dataset_samples
+
+    samples = dataset_samples(Dataset.from_list([{"chunks": ["x | y\nz", "w" * 250]}]))
+    assert samples == ["x | y\nz", "w" * 200 + "..."]  # cut to 200 characters
+    assert "| <code>x &#124; y<br>z</code> |" in _training_data(CardInfo(training_samples=samples))  # one table cell
     assert card.base_model == BASE_MODEL
     assert card.framework_versions["transformers"] == transformers.__version__
     assert card.framework_versions["peft"] == peft.__version__
@@ -94,6 +102,7 @@ def test_the_trained_card_records_the_run(setup, evaluated):
     assert f"base_model: {BASE_MODEL}" in readme and f"| Base model | {BASE_MODEL} |" in readme
     assert f"- transformers: {transformers.__version__}" in readme
     assert "Training data: 8 groups of 4 chunks" in readme
+    assert f"| <code>{card.training_samples[0]}</code> |" in readme
     adapter = json.loads((folder / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(setup[0])  # the local run reloads from the local folder
     assert RevelaRetriever.from_pretrained(str(folder)).card.base_model == BASE_MODEL

@@ -131,10 +131,12 @@ def test_the_trainers_push_to_hub_uploads_the_retriever_alone(hub, tmp_path, mon
                                    push_to_hub=True, hub_model_id=repo, hub_strategy=strategy, base_model=BASE_REPO)
     trainer = train(ModelSpec(lm=str(lm), retriever_lora_r=4, inbatch_layers=[-1]), tiny_groups(tmp_path / "data"), args)
     commits = hub.repos[("models", repo)].commits
-    assert len(commits) == 1 + while_training  # the Trainer creates the repo (a first commit), then one upload per save
-    trainer.push_to_hub()
+    # One upload per save (steps 1 and 2) unless hub_strategy="end", and one by the final save_model() of `train`.
+    assert len(commits) == while_training + 1
+    uploaded = commits[-1]
+    trainer.push_to_hub()  # the same files again: huggingface_hub skips a commit that changes nothing
     commits = hub.repos[("models", repo)].commits
-    assert len(commits) == 2 + while_training  # the final card adds the run's summary
+    assert commits[-1][1] == uploaded[1]
     files = set(commits[-1][1])
     assert {"adapter_model.safetensors", "adapter_config.json", "revela_retriever.json", "modules.json", "README.md"} <= files
     assert not files & {"revela_trainable.safetensors", "training_args.bin", "config.json", "model.safetensors"}

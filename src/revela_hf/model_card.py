@@ -28,7 +28,7 @@ class CardInfo:
     it trained on, `training_time` the seconds the last `train()` call took and the steps it ran (`from_step` is
     the step it resumed at, 0 for a fresh run), `base_model` the Hub id the card names as the base model (a local
     run keeps its loadable path in the adapter config; `push_to_hub` writes this id there), `framework_versions`
-    the stack it trained with.
+    the stack it trained with, `training_samples` a few training chunks (the first group's), as the card shows them.
     """
 
     training_data: list[str] = field(default_factory=list)
@@ -44,6 +44,7 @@ class CardInfo:
     base_model: str | None = None
     training_summary: str = ""
     framework_versions: dict[str, str] = field(default_factory=dict)
+    training_samples: list[str] = field(default_factory=list)
 
 
 def save_card_info(folder: Path, info: CardInfo) -> None:
@@ -116,9 +117,9 @@ def evaluation_at(logs: list[dict[str, float]], step: int) -> dict[str, float] |
 
 def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
     """In words, what a training set of prepared groups (a `datasets.Dataset` with a `chunks` column, optionally
-    `doc_ids` and `sources`) or of other rows holds: groups, chunks, documents and sources, as a card's training
-    section says. Read in Arrow batches of `batch_size` rows, so a corpus larger than memory is fine. A dataset of
-    unknown length (an `IterableDataset`, a streamed or generated one) is not read: "" (not recorded)."""
+    `doc_ids` and `sources`) or of other rows holds: groups, chunks, documents, chunk lengths in words and sources, as
+    a card's training section says. Read in Arrow batches of `batch_size` rows, so a corpus larger than memory is fine.
+    A dataset of unknown length (an `IterableDataset`, a streamed or generated one) is not read: "" (not recorded)."""
     import pyarrow.compute as pc
     from datasets import Dataset
 
@@ -129,17 +130,26 @@ def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
         return f"{len(dataset):,} training rows"
     wanted = [c for c in ("chunks", "doc_ids", "sources") if c in columns]
     sizes: set[int] = set()
-    chunks, documents, sources = 0, set(), set()
+    chunks, words, fewest, most = 0, 0, None, None
+    documents, sources = set(), set()
     for batch in dataset.select_columns(wanted).with_format("arrow").iter(batch_size=batch_size):
         lengths = pc.list_value_length(batch.column("chunks"))
         sizes.update(pc.unique(lengths).to_pylist())
         chunks += pc.sum(lengths).as_py() or 0
+        counts = pc.list_value_length(pc.utf8_split_whitespace(pc.list_flatten(batch.column("chunks"))))  # words a chunk
+        if len(counts):
+            words += pc.sum(counts).as_py()
+            low, high = pc.min_max(counts).values()
+            fewest = low.as_py() if fewest is None else min(fewest, low.as_py())
+            most = high.as_py() if most is None else max(most, high.as_py())
         if "doc_ids" in wanted:
             documents.update(pc.unique(pc.list_flatten(batch.column("doc_ids"))).to_pylist())
         if "sources" in wanted:
             sources.update(pc.unique(pc.list_flatten(batch.column("sources"))).to_pylist())
     size = f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"
     found = f"{chunks:,} chunks" + (f" from {len(documents):,} documents" if "doc_ids" in wanted else "")
+    if chunks:
+        found += f"; {fewest}-{most} words a chunk, mean {words / chunks:.1f}"
     summary = f"{len(dataset):,} group{'s' if len(dataset) != 1 else ''} of {size} chunks ({found})"
     if len(sources) > MAX_LISTED_SOURCES:  # e.g. one source per file: name a few, count the rest
         named = sorted(sources)[:MAX_LISTED_SOURCES]
@@ -147,11 +157,29 @@ def dataset_summary(dataset: Any, batch_size: int = 10_000) -> str:
     return summary + (f"; sources: {', '.join(sorted(sources))}" if sources else "")
 
 
+SHOWN_SAMPLES = 3  # training chunks a card shows, as sentence-transformers' cards show a few training rows
+SAMPLE_CHARS = 200  # each cut to this many characters
+
+
+def dataset_samples(dataset: Any) -> list[str]:
+    """The first `SHOWN_SAMPLES` chunks of a prepared dataset's first group, each cut to `SAMPLE_CHARS` characters;
+    [] for other rows or a dataset that cannot be indexed."""
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset) or "chunks" not in dataset.column_names or len(dataset) == 0:
+        return []
+    return [text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "..." for text in dataset[0]["chunks"][:SHOWN_SAMPLES]]
+
+
 def _training_data(info: CardInfo) -> str:
     parts = [info.training_summary] if info.training_summary else []
     if info.training_data:
         parts.append("datasets: " + ", ".join(info.training_data))
-    return "; ".join(parts) or "not recorded"
+    text = "; ".join(parts) or "not recorded"
+    if info.training_samples:  # one cell each, as code: a chunk's newlines and pipes would break the table
+        cells = [sample.replace("&", "&amp;").replace("<", "&lt;").replace("|", "&#124;").replace("\n", "<br>") for sample in info.training_samples]
+        text += "\n\n" + _table(["samples (the first group's first chunks)"], [[f"<code>{cell}</code>"] for cell in cells])
+    return text
 
 
 def _versions_list(versions: dict[str, str]) -> str:

@@ -246,6 +246,7 @@ class RevelaTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._group_metrics: dict[str, list[float]] = defaultdict(list)
         self._training_summary: str | None = None  # the card's training data in words, counted once
+        self._training_samples: list[str] = []  # and a few of its chunks
 
     def _validate_args(self) -> None:
         # An evaluator takes the place of the eval_dataset the Trainer asks for with an eval_strategy.
@@ -386,12 +387,13 @@ class RevelaTrainer(Trainer):
         (so a resumed run's card holds what was logged before the interruption) the training logs and the
         evaluation of the saved weights (the last one at or before their step, see `_weights_step`)."""
         from revela_hf.environment import accelerator, cpu_name
-        from revela_hf.model_card import (dataset_summary, evaluation_at, framework_versions, lora_summary, training_arguments,
-                                          training_logs)
+        from revela_hf.model_card import (dataset_samples, dataset_summary, evaluation_at, framework_versions, lora_summary,
+                                          training_arguments, training_logs)
         from revela_hf.objectives import card_info
 
         if self._training_summary is None and self.train_dataset is not None:
             self._training_summary = dataset_summary(self.train_dataset)
+            self._training_samples = dataset_samples(self.train_dataset)
         args, state = self.args, self.state
         non_default, every = training_arguments(args)
         loras = {part: getattr(config, f"{part}_lora") for part in ("retriever", "lm")}
@@ -416,7 +418,7 @@ class RevelaTrainer(Trainer):
         return card_info(config, hyperparameters=hyperparameters, all_hyperparameters=every, eval_results=results,
                          evaluated_at_step=evaluated["step"] if evaluated else None, training_logs=logs, hardware=hardware,
                          training_time=time, base_model=args.base_model, training_summary=self._training_summary or "",
-                         framework_versions=framework_versions())
+                         training_samples=self._training_samples, framework_versions=framework_versions())
 
 
 def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
