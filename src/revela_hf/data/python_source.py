@@ -1,7 +1,7 @@
 """Reading Python source with `ast`: its functions, their docstrings, and their code without them.
 
-Shared by the chunker (function-level chunks, docstring/code pairs) and the benchmark sets built
-from Python code (HumanEval, the standard library).
+Shared by the chunker (function-level chunks) and the benchmark sets built from Python code
+(HumanEval's documents, the standard library's docstring -> code pairs).
 """
 
 from __future__ import annotations
