@@ -16,7 +16,7 @@ from typing import Any
 from huggingface_hub import HfApi, snapshot_download
 from transformers import PreTrainedTokenizerBase
 
-from revela_hf.io import write_json_atomically
+from revela_hf.io import MARKER, write_json_atomically
 
 ST_POOLING = {"eos": "lasttoken", "last": "lasttoken", "mean": "mean", "cls": "cls"}
 HUB_PREFIX = "hf://"  # names the Hub explicitly: hf://user/name
@@ -64,10 +64,12 @@ def model_reference(name_or_path: str | Path) -> str:
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str = "Upload Revela retriever", revision: str | None = None) -> str:
-    """Create `repo_id` if needed and upload `folder` to it; returns the commit URL."""
+    """Create `repo_id` if needed and upload `folder` to it; returns the commit URL. The folder's completion marker
+    (local bookkeeping, with the time it was written) stays behind, so uploading the same files again commits nothing."""
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message, revision=revision)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message, revision=revision,
+                             ignore_patterns=[MARKER])
     return info.commit_url
 
 
