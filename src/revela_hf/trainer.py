@@ -245,8 +245,7 @@ class RevelaTrainer(Trainer):
         # The loss is a per-group mean; let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self._group_metrics: dict[str, list[float]] = defaultdict(list)
-        self._training_summary: str | None = None  # the card's training data in words, counted once
-        self._training_samples: list[str] = []  # and a few of its chunks
+        self._training_data: tuple[str, list[str]] | None = None  # the card's training data in words and samples, read once
 
     def _validate_args(self) -> None:
         # An evaluator takes the place of the eval_dataset the Trainer asks for with an eval_strategy.
@@ -391,9 +390,9 @@ class RevelaTrainer(Trainer):
                                           training_arguments, training_logs)
         from revela_hf.objectives import card_info
 
-        if self._training_summary is None and self.train_dataset is not None:
-            self._training_summary = dataset_summary(self.train_dataset)
-            self._training_samples = dataset_samples(self.train_dataset)
+        if self._training_data is None and self.train_dataset is not None:
+            self._training_data = dataset_summary(self.train_dataset), dataset_samples(self.train_dataset)
+        summary, samples = self._training_data or ("", [])
         args, state = self.args, self.state
         non_default, every = training_arguments(args)
         loras = {part: getattr(config, f"{part}_lora") for part in ("retriever", "lm")}
@@ -417,8 +416,8 @@ class RevelaTrainer(Trainer):
         hardware = {"cpu": cpu_name(), "accelerator": accelerator(args.device), "processes": str(args.world_size)}
         return card_info(config, hyperparameters=hyperparameters, all_hyperparameters=every, eval_results=results,
                          evaluated_at_step=evaluated["step"] if evaluated else None, training_logs=logs, hardware=hardware,
-                         training_time=time, base_model=args.base_model, training_summary=self._training_summary or "",
-                         training_samples=self._training_samples, framework_versions=framework_versions())
+                         training_time=time, base_model=args.base_model, training_summary=summary,
+                         training_samples=samples, framework_versions=framework_versions())
 
 
 def _saved_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
