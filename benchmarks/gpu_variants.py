@@ -55,12 +55,10 @@ except ImportError:  # an exact inner-product index in numpy stands in for faiss
     shim.METRIC_INNER_PRODUCT = 0
     sys.modules["faiss"] = shim
 
+from quality import ResultCache, _evaluate_on_sets  # the suite's own scoring: dense, then fused with BM25
 from revela_hf.commands.train import parse_train_args
-from revela_hf.evaluation import hybrid_runs, load_beir, retrieval_metrics, retrieve
-from revela_hf.evaluation.evaluate import HEADLINE_METRICS
 from revela_hf.retriever import RevelaRetriever
 from revela_hf.search.encoders import as_encoder
-from revela_hf.search.fusion import FUSIONS
 from revela_hf.training import train
 
 SETS = os.environ.get("SETS", "humaneval,concode,foldoc,stdlib").split(",")
@@ -83,16 +81,10 @@ class WallClock(TrainerCallback):
 def score(folder: str, suite: Path) -> dict:
     """{system: {set: metrics in %, "mean": mean nDCG@10}} of the retriever in `folder`, dense and fused with BM25."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder = as_encoder(RevelaRetriever.from_pretrained(folder).to(device))
-    results = {}
-    for name in SETS:
-        dataset = load_beir(str(suite / name))
-        runs = {"dense": retrieve(encoder, dataset)}
-        for fusion in FUSIONS:
-            runs.update(hybrid_runs({"dense": runs["dense"]}, dataset, fusion=fusion))
-        for system, ranked in runs.items():
-            metrics = retrieval_metrics(dataset.qrels, ranked, (10, 100))
-            results.setdefault(system, {})[name] = {m: round(100 * metrics[m], 2) for m in HEADLINE_METRICS}
+    scores = _evaluate_on_sets(lambda: as_encoder(RevelaRetriever.from_pretrained(folder).to(device)), folder,
+                               {name: str(suite / name) for name in SETS}, "dense", ResultCache(None), hybrid=True)
+    results = {system: {name: {m: round(100 * v, 2) for m, v in metrics.items()} for name, metrics in per_set.items()}
+               for system, per_set in scores.items()}
     for per_set in results.values():
         per_set["mean"] = round(sum(per_set[s]["ndcg@10"] for s in SETS) / len(SETS), 2)
     return results
