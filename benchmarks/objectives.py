@@ -58,13 +58,15 @@ def measure(objective: str, group_size: int, length: int, layers: int, hidden: i
                      max_position_embeddings=group_size * (length + 1) + 2 * length)
     retriever = LlamaConfig(**{**lm.to_dict(), "num_hidden_layers": max(layers // 2, 1)})
     kwargs = {
-        "revela_full": dict(objective="revela", freeze_lm=False, temperature=1e-3),
-        "revela_frozen_top4": dict(objective="revela", freeze_lm=True, inbatch_layers=[-4, -3, -2, -1], temperature=1e-3),
-        "dream": dict(objective="dream", freeze_lm=True, objective_settings={"layers": [-4, -3, -2, -1]}),
-        "replug": dict(objective="replug", freeze_lm=True, objective_settings={"pair_batch_size": 2 * group_size}),
+        "revela_full": dict(objective="revela", temperature=1e-3),
+        "revela_frozen_top4": dict(objective="revela", inbatch_layers=[-4, -3, -2, -1], temperature=1e-3),
+        "dream": dict(objective="dream", objective_settings={"layers": [-4, -3, -2, -1]}),
+        "replug": dict(objective="replug", objective_settings={"pair_batch_size": 2 * group_size}),
     }[objective]
     model = RevelaForCausalLM(RevelaConfig(lm_config=lm.to_dict(), retriever_config=retriever.to_dict(), query_prefix="",
                                            passage_prefix="", **kwargs)).train()
+    if objective != "revela_full":  # every other variant trains the retriever against a frozen LM
+        model.lm.requires_grad_(False)
     rng = torch.Generator().manual_seed(1)
     group = {"chunks": [" ".join(words[int(t)] for t in torch.randint(0, len(words), (length - 1,), generator=rng))
                         for _ in range(group_size)]}

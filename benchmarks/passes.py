@@ -1,6 +1,6 @@
 """Step time and peak memory of the cheaper two-pass variants of Revela training, each in a fresh process.
 
-Variants (RevelaConfig settings):
+Variants (RevelaConfig settings, a frozen LM, forward's detach_clean_kv):
     full            LM trainable, gradients through both passes (the paper's two-pass computation)
     detach_clean_kv LM trainable, the clean pass's key/value detached (no gradient through pass 1)
     frozen_lm       LM frozen: clean pass under no_grad, only the retriever trains
@@ -36,6 +36,7 @@ VARIANTS = {
     "frozen_lm": {"freeze_lm": True},
     "frozen_lm_top4": {"freeze_lm": True, "inbatch_layers": [-4, -3, -2, -1]},
 }
+TRAINING_CHOICES = ("freeze_lm", "detach_clean_kv")  # not config: the LM's requires_grad, a forward argument
 
 
 def measure(variant: str, args: argparse.Namespace) -> dict:
@@ -49,9 +50,11 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
                   pad_token_id=0, eos_token_id=1, bos_token_id=None)
     lm = LlamaConfig(num_hidden_layers=args.layers, **common)
     retriever = LlamaConfig(num_hidden_layers=2, **common)
-    config = RevelaConfig(lm_config=lm.to_dict(), retriever_config=retriever.to_dict(), temperature=1e-2,
-                          **VARIANTS[variant])
+    settings = {k: v for k, v in VARIANTS[variant].items() if k not in TRAINING_CHOICES}
+    config = RevelaConfig(lm_config=lm.to_dict(), retriever_config=retriever.to_dict(), temperature=1e-2, **settings)
     model = RevelaForCausalLM(config).train()
+    if VARIANTS[variant].get("freeze_lm"):
+        model.lm.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     g = torch.Generator().manual_seed(0)
@@ -63,7 +66,8 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
     ids = ids.masked_fill(mask == 0, 0)
     inputs = dict(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100),
                   query_input_ids=ids[:, : L // 2], query_attention_mask=mask[:, : L // 2],
-                  passage_input_ids=ids, passage_attention_mask=mask)
+                  passage_input_ids=ids, passage_attention_mask=mask,
+                  detach_clean_kv=VARIANTS[variant].get("detach_clean_kv", False))
     built = rss_mib()
     times, loss = timed_training_steps(model, inputs, optimizer, args.steps)
     peak = rss_mib()

@@ -46,8 +46,9 @@ def measure(variant: str, retriever_layers: int, args: argparse.Namespace) -> di
     one_lm = sum(p.numel() * p.element_size() for p in lm.parameters()) / 2**20
     model = RevelaForCausalLM.from_parts(
         lm, retriever_layers=retriever_layers, retriever_lora=lora(16), share_base=variant == "shared",
-        freeze_lm=True, inbatch_layers=[-4, -3, -2, -1], temperature=1e-2,
+        inbatch_layers=[-4, -3, -2, -1], temperature=1e-2,
     ).train()
+    model.lm.requires_grad_(False)  # a frozen LM in both variants (the shared one's already is)
     built = rss_mib()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)

@@ -222,7 +222,6 @@ def run(objective: str = "revela", group_size: int = 8, control: str = "none", s
         retriever_config=LlamaConfig(**backbone).to_dict(),
         objective=objective,
         inbatch_top_k=inbatch_top_k,
-        freeze_lm=objective != "revela",
         temperature=temperature,
         # The retriever's temperature of each objective: Revela's is `temperature` itself.
         objective_settings={"replug": {"retriever_temperature": temperature}, "dream": {"temperature": temperature}}.get(objective),
@@ -232,6 +231,8 @@ def run(objective: str = "revela", group_size: int = 8, control: str = "none", s
         pooling=pooling,  # mean: a random decoder's EOS states are near-identical, so EOS pooling starts blind
     )
     model = RevelaForCausalLM(config)
+    if objective != "revela":  # REPLUG and DREAM train the retriever against a frozen LM
+        model.lm.requires_grad_(False)
     warmup_rows = make_groups(lm_warmup_steps, group_size, rng, vocab)
     train_rows = make_groups(steps, group_size, rng, vocab)
     test_rows = make_groups(40, group_size, rng, vocab)

@@ -36,7 +36,7 @@ def build_model(mode: str, out: Path, tok) -> RevelaForCausalLM:
     (written there by whoever builds it first) so the saved adapter can be reloaded on its base."""
     torch.manual_seed(0)
     if mode != "zero3":
-        return RevelaForCausalLM(RevelaConfig(lm_config=tiny_llama_config(tok).to_dict(), temperature=0.5))
+        return RevelaForCausalLM(RevelaConfig(lm_config=tiny_llama_config(tok).to_dict(), temperature=0.5), retriever_tokenizer=tok)
     from transformers import LlamaForCausalLM, LlamaModel
 
     base_dir = out / "retriever_base"
@@ -45,7 +45,7 @@ def build_model(mode: str, out: Path, tok) -> RevelaForCausalLM:
         LlamaModel(tiny_llama_config(tok)).save_pretrained(base_dir)
     base = LlamaModel.from_pretrained(str(base_dir))
     torch.manual_seed(1)
-    return RevelaForCausalLM.from_parts(lm, base, lm_lora=LORA, retriever_lora=LORA, temperature=0.5)
+    return RevelaForCausalLM.from_parts(lm, base, lm_lora=LORA, retriever_lora=LORA, temperature=0.5, retriever_tokenizer=tok)
 
 
 def dataset(n=4, B=4):

@@ -128,7 +128,8 @@ def test_frozen_top_block_equals_full_two_pass():
     """Recomputing only the selected top layers gives the loss and retriever gradients of the full second pass."""
     results = []
     for freeze in (False, True):
-        model = build(LlamaConfig(**TINY), inbatch_layers=[-2, -1], freeze_lm=freeze).train()
+        model = build(LlamaConfig(**TINY), inbatch_layers=[-2, -1]).train()
+        model.lm.requires_grad_(not freeze)
         decoder = model.lm.get_decoder()
         bottom = decoder.layers[0]
         seen = []  # what the model's own decoder holds while its top layer runs, in both passes
@@ -230,11 +231,20 @@ def test_attention_implementation_the_model_cannot_take():
         RevelaForCausalLM.from_parts(lm, LlamaForCausalLM(LlamaConfig(**TINY)))
 
 
-def test_a_frozen_lm_stays_frozen_after_from_pretrained(tmp_path):
-    # freeze_lm is part of the saved config: the reloaded model must train the retriever only, as the saved one did
-    model = build(LlamaConfig(**TINY), freeze_lm=True, retriever_lora={"r": 2, "target_modules": ["q_proj"]})
+def test_from_pretrained_trains_the_adapters_only(tmp_path):
+    # Weight loading makes every parameter trainable: the config's adapters put LoRA-only training back
+    lora = {"r": 2, "target_modules": ["q_proj"]}
+    model = build(LlamaConfig(**TINY), lm_lora=lora, retriever_lora=lora)
     model.save_pretrained(tmp_path)
     loaded = RevelaForCausalLM.from_pretrained(tmp_path)
     trainable = lambda m: sorted(name for name, p in m.named_parameters() if p.requires_grad)  # noqa: E731
     assert trainable(loaded) == trainable(model)
-    assert trainable(loaded) and all(name.startswith("retriever.") for name in trainable(loaded))
+    assert {name.split(".")[0] for name in trainable(loaded)} == {"lm", "retriever"}
+    assert all("lora_" in name for name in trainable(loaded))
+
+
+def test_retired_training_settings_name_their_replacement():
+    for name, replacement in (("freeze_lm", r"requires_grad_\(False\)"), ("detach_clean_kv", "forward")):
+        with pytest.raises(ValueError, match=f"{name} is no longer a RevelaConfig setting.*{replacement}"):
+            RevelaConfig(lm_config=LlamaConfig(**TINY).to_dict(), **{name: True})
+    assert not hasattr(RevelaConfig(lm_config=LlamaConfig(**TINY).to_dict(), freeze_lm=False), "freeze_lm")

@@ -23,12 +23,14 @@ from revela_hf.objectives import (
 )
 from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
 
-def build(tokenizer, objective, layers=2, **kwargs):
+def build(tokenizer, objective, layers=2, freeze_lm=True, **kwargs):
     torch.manual_seed(0)
-    kwargs.setdefault("freeze_lm", True)
     lm_config = tiny_llama_config(tokenizer, num_hidden_layers=layers).to_dict()
-    return RevelaForCausalLM(RevelaConfig(lm_config=lm_config, objective=objective, query_prefix="",
-                                          passage_prefix="", **kwargs))
+    model = RevelaForCausalLM(RevelaConfig(lm_config=lm_config, objective=objective, query_prefix="",
+                                           passage_prefix="", **kwargs))
+    if freeze_lm:
+        model.lm.requires_grad_(False)
+    return model
 
 
 def random_chunks(n, seed=0, lengths=None):
@@ -109,13 +111,13 @@ def test_sequence_scoring_is_independent_of_batching(tokenizer):
 def test_objectives_need_a_frozen_lm(tokenizer):
     batch = RevelaDataCollator(tokenizer)([groups(1)[0]])
     batch.pop("same_document")
-    with pytest.raises(ValueError, match="freeze_lm=True"):
+    with pytest.raises(ValueError, match=r"requires_grad_\(False\)"):
         build(tokenizer, "replug", freeze_lm=False)(**batch)
     with pytest.raises(ValueError, match="inbatch_weights"):
         build(tokenizer, "replug")(**batch, inbatch_weights=torch.zeros(4, 4))
     dream = build(tokenizer, "dream", freeze_lm=False)
     batch = dream_batch(tokenizer)
-    with pytest.raises(ValueError, match="freeze_lm=True"):
+    with pytest.raises(ValueError, match=r"requires_grad_\(False\)"):
         dream(**batch)  # the retriever scores: only a frozen LM keeps its gradient the retriever's alone
     weights = batch["candidate_mask"].float() / batch["candidate_mask"].sum(-1, keepdim=True)
     dream(**batch, inbatch_weights=weights).loss.backward()  # given weights: an LM warm-up may train the LM
@@ -326,7 +328,7 @@ def test_dream_inputs_errors(tokenizer):
     batch = dream_batch(tokenizer)
     with pytest.raises(ValueError, match="candidate_spans"):
         model(**{k: v for k, v in batch.items() if k != "candidate_spans"})
-    with pytest.raises(ValueError, match="freeze_lm=True"):
+    with pytest.raises(ValueError, match=r"requires_grad_\(False\)"):
         build(tokenizer, "dream", freeze_lm=False)(**batch)
     with pytest.raises(ValueError, match=r"shape \(N, K\)"):
         model(**batch, inbatch_weights=torch.ones(2, 2))
@@ -411,7 +413,7 @@ def test_every_registered_objective_names_real_parts():
 LEGACY_DEFAULTS = {"replug_retriever_temperature": 0.001, "replug_lm_temperature": 0.001, "replug_target": "second_half",
                    "replug_pair_batch_size": 16, "dream_layers": None, "dream_heads": None, "dream_temperature": 0.05}
 LEGACY = {
-    "revela": ({}, {}, {"temperature": 0.5, "inbatch_layers": None, "freeze_lm": True}),
+    "revela": ({}, {}, {"temperature": 0.5, "inbatch_layers": None}),
     "replug": (
         {"replug_retriever_temperature": 0.5, "replug_lm_temperature": 0.1, "replug_target": "all", "replug_pair_batch_size": 3},
         {"retriever_temperature": 0.5, "lm_temperature": 0.1, "target": "all", "pair_batch_size": 3},

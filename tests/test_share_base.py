@@ -29,9 +29,13 @@ def tiny_lm(seed=0):
 
 
 def two_ways(lm, **kwargs):
-    """The two-copy model and the shared-base model built from the same LM weights and adapter weights."""
+    """The two-copy model (its LM frozen with `freeze_lm`) and the shared-base model (whose LM trains through
+    `lm_lora` or not at all) built from the same LM weights and adapter weights."""
+    freeze_lm = kwargs.pop("freeze_lm", False)
     kwargs = dict(retriever_lora=RETRIEVER_LORA, temperature=0.5, **kwargs)
     copies = RevelaForCausalLM.from_parts(copy.deepcopy(lm), **kwargs).train()
+    if freeze_lm:
+        copies.lm.requires_grad_(False)
     shared = RevelaForCausalLM.from_parts(lm, share_base=True, **kwargs).train()
     adapters = {n: p for n, p in copies.state_dict().items() if "lora_" in n}
     assert adapters and not shared.load_state_dict(adapters, strict=False).unexpected_keys
@@ -57,6 +61,7 @@ def test_shared_base_equals_two_copies(case):
     lm = tiny_lm()
     plain_lm = copy.deepcopy(lm)
     copies, shared = two_ways(lm, **CASES[case])
+    assert shared.lm_is_frozen == copies.lm_is_frozen == ("lm_lora" not in CASES[case])
     backbone = shared.retriever.backbone
     assert backbone.embed_tokens.weight is shared.lm.get_input_embeddings().weight
     retriever_base = sum(p.numel() for n, p in copies.retriever.named_parameters() if "lora_" not in n)
@@ -81,7 +86,7 @@ def test_shared_base_equals_two_copies(case):
 
 
 def test_save_load_keeps_one_copy_and_identical_weights(tmp_path):
-    model = two_ways(tiny_lm(), freeze_lm=True, inbatch_layers=[-1], retriever_layers=2)[1].eval()
+    model = two_ways(tiny_lm(), inbatch_layers=[-1], retriever_layers=2)[1].eval()
     model.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "model.safetensors")
     assert not any(k.startswith("retriever.") and "lora_" not in k for k in saved), "the shared weights are saved once"
@@ -122,10 +127,10 @@ def test_retriever_folder_holds_only_the_adapter_and_loads_everywhere(tmp_path, 
         AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path / "cut")
         retriever = AutoModel.from_pretrained(tmp_path / "cut")
     torch.manual_seed(0)
-    model = RevelaForCausalLM.from_parts(lm, retriever, retriever_lora=RETRIEVER_LORA, share_base=True, freeze_lm=True,
-                                         pooling="eos", query_prefix="q: ", passage_prefix="p: ")
+    model = RevelaForCausalLM.from_parts(lm, retriever, retriever_lora=RETRIEVER_LORA, share_base=True, pooling="eos",
+                                         query_prefix="q: ", passage_prefix="p: ",
+                                         retriever_tokenizer=AutoTokenizer.from_pretrained(folder))
     assert model.retriever.backbone.layers[0].self_attn.k_proj.weight is lm.model.layers[0].self_attn.k_proj.weight
-    model.retriever.tokenizer = AutoTokenizer.from_pretrained(folder)
     model.retriever.save_pretrained(tmp_path / "retriever")
 
     adapter = load_file(tmp_path / "retriever" / "adapter_model.safetensors")
@@ -144,11 +149,9 @@ def test_retriever_folder_holds_only_the_adapter_and_loads_everywhere(tmp_path, 
 def test_errors_are_named():
     lm_config = LlamaConfig(**TINY).to_dict()
     with pytest.raises(ValueError, match="set retriever_lora"):
-        RevelaConfig(lm_config=lm_config, share_base=True, freeze_lm=True)
-    with pytest.raises(ValueError, match="freeze_lm=True, or train the LM through lm_lora"):
-        RevelaConfig(lm_config=lm_config, share_base=True, retriever_lora=RETRIEVER_LORA)
+        RevelaConfig(lm_config=lm_config, share_base=True)
     lm = tiny_lm()
-    kwargs = {"retriever_lora": RETRIEVER_LORA, "share_base": True, "freeze_lm": True}
+    kwargs = {"retriever_lora": RETRIEVER_LORA, "share_base": True}
     with pytest.raises(ValueError, match="is not the LM base model's"):
         RevelaForCausalLM.from_parts(lm, tiny_lm(seed=1), **kwargs)
     with pytest.raises(ValueError, match=r"retriever_layers must be in 1\.\.3"):

@@ -14,10 +14,13 @@ from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
 
 
 
-def tiny_model(tokenizer, **kwargs):
+def tiny_model(tokenizer, freeze_lm=False, **kwargs):
     torch.manual_seed(0)
     backbone = tiny_llama_config(tokenizer)
-    return RevelaForCausalLM(RevelaConfig(lm_config=backbone.to_dict(), temperature=0.5, **kwargs))
+    model = RevelaForCausalLM(RevelaConfig(lm_config=backbone.to_dict(), temperature=0.5, **kwargs))
+    if freeze_lm:
+        model.lm.requires_grad_(False)
+    return model
 
 
 def rows(n, B=4, seed=0):
@@ -101,7 +104,10 @@ def test_frozen_lm_is_bit_identical_after_training(tokenizer, tmp_path):
         assert torch.equal(a, b), name
     moved = [not torch.equal(a, b) for a, b in zip(trainer.model.retriever.state_dict().values(), reference.retriever.state_dict().values())]
     assert any(moved), "the retriever must train"
-    assert os.path.isdir(tmp_path / "frozen" / "checkpoint-2" / "retriever")
+    saved = RevelaRetriever.from_pretrained(str(tmp_path / "frozen" / "checkpoint-2" / "retriever"))
+    assert saved.card.hyperparameters["lm_frozen"] is True
+    # Built without a retriever tokenizer: the trainer saved the retriever reading the LM's and left the model as it was
+    assert trainer.model.retriever.tokenizer is None and saved.tokenizer.get_vocab() == tokenizer.get_vocab()
 
 
 def logged_losses(trainer):
@@ -132,7 +138,7 @@ def test_bf16_mixed_precision_training_on_cpu(tokenizer, tmp_path):
 
 def test_shared_base_trains_the_adapter_keeps_the_lm_and_resumes_exactly(tokenizer, tmp_path):
     lora = {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}
-    shared = {"share_base": True, "freeze_lm": True, "inbatch_layers": [-1], "retriever_lora": lora}
+    shared = {"share_base": True, "inbatch_layers": [-1], "retriever_lora": lora}
     straight = train(tokenizer, tmp_path / "straight", max_steps=4, **shared)
     model, reference = straight.model, tiny_model(tokenizer, **shared)
     assert model.retriever.backbone.layers[0].self_attn.k_proj.weight is model.lm.model.layers[0].self_attn.k_proj.weight

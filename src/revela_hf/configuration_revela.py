@@ -14,6 +14,12 @@ from revela_hf.retriever import check_pooling
 if TYPE_CHECKING:
     from revela_hf.objectives.base import ObjectiveSettings
 
+# Training choices that earlier configs held, and where they went.
+RETIRED_SETTINGS = {
+    "freeze_lm": "freeze the LM after construction with model.lm.requires_grad_(False) (ModelSpec(freeze_lm=True) does)",
+    "detach_clean_kv": "pass forward(..., detach_clean_kv=True)",
+}
+
 
 class RevelaConfig(PreTrainedConfig):
     r"""Configuration class to store the configuration of a [`RevelaForCausalLM`].
@@ -63,19 +69,13 @@ class RevelaConfig(PreTrainedConfig):
         inbatch_layers (`list[int]`, *optional*):
             Indices of the LM layers that receive the in-batch term; negative indices count from the top. Defaults to
             every layer. Every index must name a layer of the LM.
-        freeze_lm (`bool`, *optional*, defaults to `False`):
-            Whether to keep every LM weight fixed and train the retriever alone. The clean pass then runs without
-            gradients and, when `inbatch_layers` is a top block of layers, the in-batch pass recomputes only that
-            block. `lm_lora` is not applied to a frozen LM.
-        detach_clean_kv (`bool`, *optional*, defaults to `False`):
-            Whether to stop gradients through the keys and values that the clean pass records.
         inbatch_top_k (`int`, *optional*):
             Sparse in-batch attention: each chunk attends only to the `inbatch_top_k` chunks with the largest
             Sim(i, .), whose weights are used as they are (not renormalised). Must be a positive integer; unset, the
             exact sum over all chunks is computed.
         lm_lora (`dict`, *optional*):
             Keyword arguments of a `peft.LoraConfig` whose adapter is injected into the LM at construction. Unset,
-            the LM trains without LoRA (or not at all, with `freeze_lm=True`).
+            the LM trains all its weights (or none: `model.lm.requires_grad_(False)` after construction).
         retriever_lora (`dict`, *optional*):
             Keyword arguments of a `peft.LoraConfig` whose adapter is injected into the retriever backbone at
             construction. Unset, the retriever trains all its weights.
@@ -83,11 +83,11 @@ class RevelaConfig(PreTrainedConfig):
             Whether to keep one copy of the base weights in memory: the retriever backbone is built on the LM's own
             base model parameters (its first `retriever_config.num_hidden_layers` layers, the embeddings and the
             final norm), with the retriever's LoRA adapter on modules of its own, so LM forwards never see it. The
-            shared weights must stay fixed: it needs `retriever_lora`, and `freeze_lm=True` or `lm_lora`.
+            shared weights stay fixed: it needs `retriever_lora`, and the LM trains through `lm_lora` or not at all.
         objective (`str`, *optional*, defaults to `"revela"`):
             Training objective: `"revela"` (in-batch attention), `"replug"` or `"dream"`. The last two train the
-            retriever only and need an LM without trainable weights (`freeze_lm=True`), which the forward pass
-            checks.
+            retriever only and need an LM without trainable weights (`model.lm.requires_grad_(False)`), which the
+            forward pass checks.
         objective_settings (`dict`, *optional*):
             The settings of `objective`, by name: the fields of its registry entry's settings class
             ([`ReplugSettings`]: `retriever_temperature`, `lm_temperature`, `target`, `pair_batch_size`;
@@ -147,8 +147,6 @@ class RevelaConfig(PreTrainedConfig):
     passage_prefix: str = "Passage: "
     retriever_max_length: int = 512
     inbatch_layers: list[int] | None = None
-    freeze_lm: bool = False
-    detach_clean_kv: bool = False
     inbatch_top_k: int | None = None
     lm_lora: dict | None = None
     retriever_lora: dict | None = None
@@ -161,6 +159,10 @@ class RevelaConfig(PreTrainedConfig):
         # A config.json written before `objective_settings` holds every objective's settings as flat keys: the
         # configured objective's become its settings, the others' are dropped (they never had an effect).
         flat = {name: objective.pop_flat_settings(kwargs) for name, objective in OBJECTIVES.items()}
+        for name, instead in RETIRED_SETTINGS.items():  # False / absent meant the default: nothing to say
+            if kwargs.pop(name, False):
+                raise ValueError(f"{name} is no longer a RevelaConfig setting (it is a training choice): {instead}; "
+                                 f"an older config.json holding it needs the key deleted")
         super().__post_init__(**kwargs)
         if self.retriever_config is None:
             self.retriever_config = self.lm_config.__class__.from_dict(self.lm_config.to_dict())
@@ -181,10 +183,6 @@ class RevelaConfig(PreTrainedConfig):
         self.resolved_inbatch_layers()  # validates indices
         if self.share_base and self.retriever_lora is None:
             raise ValueError("share_base trains the retriever as a LoRA adapter on the LM's weights: set retriever_lora")
-        if self.share_base and not self.freeze_lm and self.lm_lora is None:
-            raise ValueError(
-                "share_base needs the shared base weights frozen: set freeze_lm=True, or train the LM through lm_lora"
-            )
 
     @property
     def hidden_sizes(self) -> list[int]:

@@ -1,7 +1,7 @@
 """Defaults that more than one entry point uses, each written once.
 
 `RevelaConfig` and the Sim functions of `ops.py` default to the paper's tau, `PAPER_TEMPERATURE`, and to
-the paper's set-up of an LM that trains too (`RevelaConfig.freeze_lm=False`, every layer in-batch).
+the paper's set-up of an LM that trains too (no `model.lm.requires_grad_(False)`, every layer in-batch).
 
 The training recipe built from model folders has defaults of its own, shared by the Python API
 (`training.ModelSpec`), `revela train` (`commands.train.TrainRecipe`) and `revela demo`: a frozen LM with

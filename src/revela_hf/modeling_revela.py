@@ -25,6 +25,7 @@ from transformers import (
     AutoModelForCausalLM,
     PreTrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from revela_hf.attention import InBatchContext, enable_inbatch_attention
@@ -77,6 +78,9 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         retriever_backbone ([`PreTrainedModel`], *optional*):
             The base model the retriever encodes with, instead of a new one built from `config.retriever_config`.
             Must be left unset with `config.share_base`, where the backbone is built on the LM's own weights.
+        retriever_tokenizer ([`PreTrainedTokenizerBase`], *optional*):
+            The tokenizer `model.retriever` encodes texts with (`encode_queries`, `save_pretrained`). A retriever cut
+            from the LM reads the LM's tokens; [`RevelaTrainer`] then lends it the LM's tokenizer when none is given.
 
     Example:
 
@@ -122,6 +126,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         config: RevelaConfig,
         lm: PreTrainedModel | None = None,
         retriever_backbone: PreTrainedModel | None = None,
+        retriever_tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         super().__init__(config)
         # The configured objective's own forward (REPLUG, DREAM), resolved once; None = the in-batch pass below.
@@ -140,27 +145,29 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
             backbone.set_attn_implementation("sdpa" if backbone._supports_sdpa else "eager")
         self.retriever = RevelaRetriever(
             backbone,
+            retriever_tokenizer,
             pooling=config.pooling,
             query_prefix=config.query_prefix,
             passage_prefix=config.passage_prefix,
             max_length=config.retriever_max_length,
         )
-        if config.lm_lora is not None and not config.freeze_lm:
-            self.lm.add_adapter(LoraConfig(**config.lm_lora))
-        if config.freeze_lm:  # before the retriever's adapter, whose weights a shared base would freeze too
+        if config.share_base:  # the shared base weights stay fixed: the LM trains through `lm_lora` or not at all
             self.lm.requires_grad_(False)
+        if config.lm_lora is not None:
+            self.lm.add_adapter(LoraConfig(**config.lm_lora))
         if config.retriever_lora is not None:
             self.retriever.backbone.add_adapter(LoraConfig(**config.retriever_lora))
         if config.share_base:
             self._tied_weights_keys = self._shared_weight_names()
         self.post_init()
-        # What the config makes trainable (a frozen LM, adapters only where LoRA is set): weight loading replaces
-        # every parameter with a new, trainable one, so `from_pretrained` puts these flags back.
+        # What the config makes trainable (adapters only where LoRA is set, no shared base weight): weight loading
+        # replaces every parameter with a new, trainable one, so `from_pretrained` puts these flags back. Freezing
+        # the LM (`model.lm.requires_grad_(False)`) is a training choice, made after construction, as in transformers.
         self._trainable_names = frozenset(name for name, param in self.named_parameters() if param.requires_grad)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs) -> RevelaForCausalLM:
-        """`PreTrainedModel.from_pretrained`, then the trainable parameters the config sets (e.g. a frozen LM)."""
+        """`PreTrainedModel.from_pretrained`, then the trainable parameters the config sets (LoRA adapters only)."""
         model = super().from_pretrained(*args, **kwargs)
         for name, param in model.named_parameters():
             param.requires_grad_(name in model._trainable_names)
@@ -174,6 +181,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         lm_lora: LoraConfig | dict | None = None,
         retriever_lora: LoraConfig | dict | None = None,
         retriever_layers: int | None = None,
+        retriever_tokenizer: PreTrainedTokenizerBase | None = None,
         **config_kwargs,
     ) -> RevelaForCausalLM:
         """Build from a pretrained causal LM and a retriever backbone.
@@ -183,7 +191,8 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         `RevelaRetriever` brings its pooling, prefixes and max length into the config. With
         `share_base=True` a given retriever must hold the LM's base weights (e.g. a checkpoint cut
         from the LM's): its config is kept, so the saved adapter names that checkpoint as its base
-        model, and its weights give way to the LM's.
+        model, and its weights give way to the LM's. `retriever_tokenizer` becomes `model.retriever.tokenizer`
+        (default: a given `RevelaRetriever`'s own).
         """
         base = base_model_of(lm)
         share_base = config_kwargs.get("share_base", False)
@@ -195,6 +204,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
                 raise ValueError("retriever_layers cuts the LM's base model; load a given retriever with num_hidden_layers=N")
             if isinstance(retriever, RevelaRetriever):
                 backbone = retriever.backbone
+                retriever_tokenizer = retriever_tokenizer or retriever.tokenizer
                 for key, value in retriever.settings().items():
                     config_kwargs.setdefault("retriever_max_length" if key == "max_length" else key, value)
                 config_kwargs.pop("normalize", None)
@@ -211,7 +221,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
             retriever_lora=_lora_dict(retriever_lora),
             **config_kwargs,
         )
-        return cls(config, lm=lm, retriever_backbone=backbone)
+        return cls(config, lm=lm, retriever_backbone=backbone, retriever_tokenizer=retriever_tokenizer)
 
     def _shared_weight_names(self) -> dict[str, str]:
         """{retriever parameter name: LM parameter name} of every parameter the two hold in common."""
@@ -220,6 +230,12 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
             lm_names.setdefault(id(param), name)
         named = self.retriever.named_parameters(prefix="retriever", remove_duplicate=False)
         return {name: lm_names[id(param)] for name, param in named if id(param) in lm_names}
+
+    @property
+    def lm_is_frozen(self) -> bool:
+        """Whether no LM weight trains (`model.lm.requires_grad_(False)`, or a shared base without `lm_lora`): the
+        clean pass then runs without gradients and a top block of `inbatch_layers` is all the in-batch pass runs."""
+        return not any(param.requires_grad for param in self.lm.parameters())
 
     # ------------------------------------------------------------------ plain-LM plumbing
     def get_input_embeddings(self) -> nn.Module:
@@ -254,6 +270,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         passage_input_ids: torch.LongTensor | None = None,
         passage_attention_mask: torch.Tensor | None = None,
         inbatch_weights: torch.Tensor | None = None,
+        detach_clean_kv: bool = False,
         **kwargs,
     ) -> RevelaOutput:
         r"""Run one group of chunks through the retriever and the in-batch LM, and compute the loss.
@@ -288,6 +305,9 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
                 Weights to use instead of the retriever's Sim (ablations, oracle tests); the retriever then does not
                 run. They must be floating point, finite and non-negative, and each row must sum to 1 (or be all
                 zero: no in-batch context for that chunk). B must be at least 2.
+            detach_clean_kv (`bool`, *optional*, defaults to `False`):
+                Whether to stop gradients through the keys and values the clean pass records (a trainable LM then
+                learns through the in-batch pass alone; cheaper, see `benchmarks/passes.py`).
             kwargs:
                 Passed on to the LM in a plain LM forward, and to the objective's forward for `"replug"` and
                 `"dream"` (e.g. DREAM's `candidate_spans` and `candidate_mask`).
@@ -340,7 +360,7 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
                 query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask
             )
         check_inbatch_weights(inbatch_weights, input_ids.shape[0])
-        out = self._inbatch_lm_forward(input_ids, attention_mask, labels, inbatch_weights)
+        out = self._inbatch_lm_forward(input_ids, attention_mask, labels, inbatch_weights, detach_clean_kv)
         return RevelaOutput(loss=out.loss, logits=out.logits, similarity=similarity, inbatch_weights=inbatch_weights)
 
     def retriever_embeddings(
@@ -375,16 +395,18 @@ class RevelaForCausalLM(RevelaPreTrainedModel):
         attention_mask: torch.Tensor | None,
         labels: torch.LongTensor | None,
         weights: torch.Tensor,
+        detach_clean_kv: bool,
     ):
         """Clean pass (records key/value), then the in-batch pass with the loss."""
         layers = self.config.resolved_inbatch_layers()
         num_layers = self.config.lm_config.num_hidden_layers
         decoder = self.lm.get_decoder()
+        frozen = self.lm_is_frozen
         # With a frozen LM and a top block of layers, the in-batch pass starts at that block.
-        start = layers[0] if self.config.freeze_lm and layers == list(range(layers[0], num_layers)) else 0
-        record = InBatchContext("record", layers=frozenset(layers), detach_kv=self.config.detach_clean_kv)
+        start = layers[0] if frozen and layers == list(range(layers[0], num_layers)) else 0
+        record = InBatchContext("record", layers=frozenset(layers), detach_kv=detach_clean_kv)
         captured: dict[str, torch.Tensor] = {}
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_lm):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             with _capture_input(decoder.layers[start], captured) if start else nullcontext():
                 decoder(input_ids=input_ids, attention_mask=attention_mask, revela_context=record)
         inject = InBatchContext(

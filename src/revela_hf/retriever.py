@@ -165,6 +165,16 @@ class RevelaRetriever(nn.Module):
             backbone.add_adapter(lora)
         return cls(backbone, tokenizer, **settings)
 
+    def with_default_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None) -> RevelaRetriever:
+        """This retriever, or where it holds no tokenizer (one cut from an LM reads the LM's tokens) a view of it, the
+        same modules and weights, that reads with `tokenizer`. `self` is left as it is: the trainer and its callbacks
+        encode with what the model was built with."""
+        if self.tokenizer is not None or tokenizer is None:
+            return self
+        view = copy.copy(self)
+        view.tokenizer = tokenizer
+        return view
+
     def settings(self) -> dict[str, Any]:
         return {
             "pooling": self.pooling,

@@ -22,6 +22,7 @@ from revela_hf.io import fault_point
 
 if TYPE_CHECKING:
     from revela_hf.model_card import CardInfo
+    from revela_hf.retriever import RevelaRetriever
 
 RETRIEVER_SUBFOLDER = "retriever"
 MIN_LENGTH = 2  # LM tokens per chunk: one to predict, then EOS
@@ -143,10 +144,9 @@ class RevelaTrainer(Trainer):
             Rows for the [`Trainer`]'s own evaluation (the model's loss on them). Cannot be combined with an
             `evaluator` or `args.eval_data`.
         processing_class ([`PreTrainedTokenizerBase`], *optional*):
-            The LM's tokenizer. Required unless a `data_collator` is given; saved with every checkpoint.
-        retriever_tokenizer ([`PreTrainedTokenizerBase`], *optional*):
-            The retriever's tokenizer, when it differs from the LM's; defaults to `processing_class`. It becomes
-            `model.retriever.tokenizer` (kept as it is when neither is given).
+            The LM's tokenizer. Required unless a `data_collator` is given; saved with every checkpoint. The retriever
+            reads with its own (`model.retriever.tokenizer`, given at construction) and, where it holds none (a
+            retriever cut from the LM), with this one; the model is never changed.
         data_collator (`Callable`, *optional*):
             Turns a list of one row into model inputs. Defaults to the collator of `model.config.objective`
             ([`DreamDataCollator`] for `"dream"`, [`RevelaDataCollator`] otherwise) with the config's retriever
@@ -200,7 +200,6 @@ class RevelaTrainer(Trainer):
         train_dataset: Any = None,
         eval_dataset: Any = None,
         processing_class: PreTrainedTokenizerBase | None = None,
-        retriever_tokenizer: PreTrainedTokenizerBase | None = None,
         data_collator: Any = None,
         evaluator: Callable[[Any], dict[str, float]] | None = None,
         **kwargs: Any,
@@ -228,11 +227,10 @@ class RevelaTrainer(Trainer):
             data_collator = data_collator_for(
                 model.config,
                 processing_class,
-                retriever_tokenizer,
+                model.retriever.tokenizer,
                 max_length=args.max_length,
                 retriever_max_length=args.retriever_max_length,
             )
-        model.retriever.tokenizer = retriever_tokenizer or processing_class or model.retriever.tokenizer
         super().__init__(
             model=model,
             args=args,
@@ -292,7 +290,7 @@ class RevelaTrainer(Trainer):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         self._memory_tracker.start()
         start_time = time.time()
-        retriever = self.accelerator.unwrap_model(self.model).retriever
+        retriever = self._retriever(self.accelerator.unwrap_model(self.model))
         with _eval_mode(retriever), torch.no_grad():
             scores = self.evaluator(retriever)
         metrics = {f"{metric_key_prefix}_{key}": value for key, value in scores.items()}
@@ -320,7 +318,7 @@ class RevelaTrainer(Trainer):
                 if self.processing_class is not None:
                     self.processing_class.save_pretrained(output_dir)
                 torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
-                model.retriever.save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model.config))
+                self._retriever(model).save_pretrained(os.path.join(output_dir, RETRIEVER_SUBFOLDER), card=self._card_info(model))
         fault_point("trainer:saved")  # model and retriever written; a checkpoint's optimizer and state not yet
 
     def push_to_hub(
@@ -353,8 +351,8 @@ class RevelaTrainer(Trainer):
             if not self.is_world_process_zero():
                 return None
             self.callback_handler.on_push_begin(self.args, self.state, self.control)
-            return model.retriever.push_to_hub(self.hub_model_id, token=token, commit_message=commit_message,
-                                               card=self._card_info(model.config), revision=revision)
+            return self._retriever(model).push_to_hub(self.hub_model_id, token=token, commit_message=commit_message,
+                                                      card=self._card_info(model), revision=revision)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         """Copy a checkpoint's trainable tensors into the model, whose frozen weights come from its model
@@ -379,9 +377,14 @@ class RevelaTrainer(Trainer):
         best = self.args.load_best_model_at_end and not self.is_in_train and self.state.best_global_step
         return self.state.best_global_step if best else self.state.global_step
 
-    def _card_info(self, config: Any) -> CardInfo:
-        """The retriever's `CardInfo`, from the run itself: the objective and its settings, the LoRA settings, the
-        training arguments (non-default ones and all), the training data in words, the base model's Hub id, the
+    def _retriever(self, model: torch.nn.Module) -> RevelaRetriever:
+        """What evaluation, saving and upload encode with: `model.retriever`, reading with the LM's tokenizer where
+        it holds none of its own."""
+        return model.retriever.with_default_tokenizer(self.processing_class)
+
+    def _card_info(self, model: torch.nn.Module) -> CardInfo:
+        """The retriever's `CardInfo`, from the run itself: the objective and its settings, whether the LM trained,
+        the LoRA settings, the training arguments (non-default ones and all), the training data in words, the base model's Hub id, the
         framework versions, the hardware and the time of the last `train()` call, and from `state.log_history`
         (so a resumed run's card holds what was logged before the interruption) the training logs and the
         evaluation of the saved weights (the last one at or before their step, see `_weights_step`)."""
@@ -395,8 +398,10 @@ class RevelaTrainer(Trainer):
         summary, samples = self._training_data or ("", [])
         args, state = self.args, self.state
         non_default, every = training_arguments(args)
+        config = model.config
         loras = {part: getattr(config, f"{part}_lora") for part in ("retriever", "lm")}
         hyperparameters = {
+            "lm_frozen": model.lm_is_frozen,
             **{f"{part}_lora": lora_summary(lora) for part, lora in loras.items() if lora},
             "groups_per_update": args.gradient_accumulation_steps * args.world_size,
             "steps": state.global_step,

@@ -68,7 +68,8 @@ def lora(r: int, *, targets: list[str] | None = None, alpha: int | None = None, 
 
 
 def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
-    """A RevelaForCausalLM and the (shared) tokenizer from `spec`."""
+    """A RevelaForCausalLM (its LM frozen where `spec.freeze_lm`; its retriever holding its tokenizer) and the LM's
+    tokenizer from `spec`."""
     tokenizer = AutoTokenizer.from_pretrained(spec.lm)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -89,12 +90,14 @@ def build_model(spec: ModelSpec) -> tuple[RevelaForCausalLM, Any]:
         retriever_lora=lora(spec.retriever_lora_r, targets=spec.encoder_lora_targets if spec.encoder_retriever else None,
                             **adapter) if spec.retriever_lora_r else None,
         retriever_layers=spec.retriever_layers if retriever is None else None,
+        retriever_tokenizer=None if spec.encoder_retriever else tokenizer,  # an encoder brings its own
         share_base=spec.share_base,
-        freeze_lm=spec.freeze_lm,
         inbatch_layers=spec.inbatch_layers,
         temperature=spec.temperature,
         **spec.config_overrides,
     )
+    if spec.freeze_lm:
+        model.lm.requires_grad_(False)
     return model, tokenizer
 
 
@@ -116,9 +119,8 @@ def train(
     with _whole_weights(args):
         model, tokenizer = build_model(spec)
     dataset = rows_for_objective(dataset, model.config)
-    retriever_tokenizer = AutoTokenizer.from_pretrained(spec.retriever) if spec.encoder_retriever else None
     trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            retriever_tokenizer=retriever_tokenizer, callbacks=callbacks, evaluator=evaluator)
+                            callbacks=callbacks, evaluator=evaluator)
     last = _last_checkpoint(args.output_dir)
     if last is not None and _finished(last, args.max_steps):
         return _finish_done_run(trainer, last)

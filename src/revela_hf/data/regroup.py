@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from revela_hf.data.grouping import EmbeddingIndex, neighbour_groups
 from revela_hf.encoders import Encoder, as_array
+from revela_hf.retriever import RevelaRetriever
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("chunks", "sources", "doc_ids", "full_chunk")
@@ -104,6 +105,8 @@ class RegroupCallback(TrainerCallback):
         retriever = getattr(model, "retriever", None)
         if retriever is None:
             raise ValueError("RegroupCallback needs the trained model to expose `.retriever` with encode_corpus")
+        if isinstance(retriever, RevelaRetriever):  # one cut from the LM reads with the LM's tokenizer
+            retriever = retriever.with_default_tokenizer(kwargs.get("processing_class"))
         was_training = getattr(retriever, "training", False)
         if was_training:
             retriever.eval()

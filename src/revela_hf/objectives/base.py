@@ -7,6 +7,7 @@ from numbers import Real
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PreTrainedConfig
 
@@ -49,10 +50,13 @@ def check_positive(name: str, value: float) -> None:
 
 
 def require_frozen_lm(model: nn.Module) -> None:
-    """DREAM and REPLUG train the retriever only: refuse an LM with trainable weights."""
+    """DREAM and REPLUG train the retriever only: refuse a forward with gradients through an LM with trainable
+    weights (without gradients, e.g. a reloaded model under `torch.no_grad()`, nothing can train)."""
+    if not torch.is_grad_enabled():
+        return
     trainable = [name for name, p in model.lm.named_parameters() if p.requires_grad]
     if trainable:
         raise ValueError(
             f"objective={model.config.objective!r} keeps the LM frozen and trains only the retriever, but {len(trainable)} LM "
-            f"parameters are trainable (e.g. {trainable[0]}); build the model with freeze_lm=True"
+            f"parameters are trainable (e.g. {trainable[0]}); freeze it first: model.lm.requires_grad_(False)"
         )

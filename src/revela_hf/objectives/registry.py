@@ -92,7 +92,7 @@ OBJECTIVES: dict[str, Objective] = {
             collator="RevelaDataCollator",
             rows_from_groups=None,
             settings=None,
-            card_fields=("temperature", "inbatch_layers", "freeze_lm"),
+            card_fields=("temperature", "inbatch_layers"),
         ),
         Objective(
             name="replug",
