@@ -248,3 +248,20 @@ def test_retired_training_settings_name_their_replacement():
         with pytest.raises(ValueError, match=f"{name} is no longer a RevelaConfig setting.*{replacement}"):
             RevelaConfig(lm_config=LlamaConfig(**TINY).to_dict(), **{name: True})
     assert not hasattr(RevelaConfig(lm_config=LlamaConfig(**TINY).to_dict(), freeze_lm=False), "freeze_lm")
+
+
+def test_the_eager_base_attention_is_the_familys_also_for_a_subclass_defined_elsewhere():
+    from torch import nn
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.gemma2 import modeling_gemma2
+
+    from revela_hf.attention import base_attention
+
+    class SoftcapAttention(modeling_gemma2.Gemma2Attention):  # e.g. remote code extending a family's attention
+        pass
+
+    module = SoftcapAttention(FAMILIES["gemma2"](), layer_idx=0)
+    assert base_attention(module, eager=True) is modeling_gemma2.eager_attention_forward
+    assert base_attention(module, eager=False) is sdpa_attention_forward
+    with pytest.raises(ValueError, match="Linear has no eager_attention_forward in its modeling file"):
+        base_attention(nn.Linear(2, 2), eager=True)

@@ -51,9 +51,20 @@ class InBatchContext:
         return self.layers is None or layer_idx in self.layers
 
 
-def _eager_attention_of(module: nn.Module) -> Callable:
-    """The eager attention function defined in the module's own modeling file."""
-    return sys.modules[type(module).__module__].eager_attention_forward
+def base_attention(module: nn.Module, eager: bool) -> Callable:
+    """The attention that the in-batch term is added to: transformers' SDPA, or with `eager` the
+    `eager_attention_forward` of the attention module's modeling file (found along its class's bases, so a
+    subclass defined in another file uses its family's)."""
+    if not eager:
+        return sdpa_attention_forward
+    for cls in type(module).__mro__:
+        function = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
+        if function is not None:
+            return function
+    raise ValueError(
+        f"{type(module).__name__} has no eager_attention_forward in its modeling file (nor do its bases): "
+        f"use the {ATTN_IMPLEMENTATION!r} attention, over SDPA"
+    )
 
 
 def revela_attention_forward(
@@ -70,8 +81,9 @@ def revela_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """query `(B, H, L, D)`, key/value `(B, Hkv, L, D)` after rotary; returns `(B, L, H, D)` like SDPA."""
-    base = _eager_attention_of(module) if eager else sdpa_attention_forward
-    out, attn_weights = base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    out, attn_weights = base_attention(module, eager)(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+    )
     if revela_context is None or not revela_context.selects(module.layer_idx):
         return out, attn_weights
     if revela_context.mode == "record":

@@ -41,10 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface, PreTrainedConfig, PreTrainedModel
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
-from revela_hf.attention import EAGER_ATTN_IMPLEMENTATION, _eager_attention_of, revela_attention_forward
+from revela_hf.attention import EAGER_ATTN_IMPLEMENTATION, base_attention, revela_attention_forward
 from revela_hf.modeling_outputs import DreamOutput
 from revela_hf.objectives.base import ObjectiveSettings, check_positive, require_frozen_lm
 from revela_hf.objectives.scoring import mask_positions, sequence_target_losses
@@ -192,11 +191,13 @@ def dream_attention_forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The "revela" attention, plus DREAM's candidate bias in the selected heads when `dream_context` is given."""
     if dream_context is None or not dream_context.touches(module.layer_idx):
-        return revela_attention_forward(module, query, key, value, attention_mask, scaling, dropout, eager=eager, **kwargs)
-    base = _eager_attention_of(module) if eager else sdpa_attention_forward
+        return revela_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, eager=eager, **kwargs
+        )
+    base = base_attention(module, eager)
     additive = _additive_mask(attention_mask, query, key)  # (N|1, 1, Lq, Lk)
-    if dream_context.probe is not None:
-        probs = _eager_attention_of(module)(module, query, key, value, additive, scaling=scaling, dropout=0.0, **kwargs)[1]
+    if dream_context.probe is not None:  # attention probabilities: the family's eager attention returns them
+        probs = base_attention(module, eager=True)(module, query, key, value, additive, scaling=scaling, dropout=0.0, **kwargs)[1]
         dream_context.record(module.layer_idx, probs.detach().float())
     if module.layer_idx not in dream_context.heads:
         return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
