@@ -52,11 +52,10 @@ def check_positive(name: str, value: float) -> None:
 def require_frozen_lm(model: nn.Module) -> None:
     """DREAM and REPLUG train the retriever only: refuse a forward with gradients through an LM with trainable
     weights (without gradients, e.g. a reloaded model under `torch.no_grad()`, nothing can train)."""
-    if not torch.is_grad_enabled():
+    if not torch.is_grad_enabled() or model.lm_is_frozen:
         return
-    trainable = [name for name, p in model.lm.named_parameters() if p.requires_grad]
-    if trainable:
-        raise ValueError(
-            f"objective={model.config.objective!r} keeps the LM frozen and trains only the retriever, but {len(trainable)} LM "
-            f"parameters are trainable (e.g. {trainable[0]}); freeze it first: model.lm.requires_grad_(False)"
-        )
+    trainable = [name for name, p in model.lm.named_parameters() if p.requires_grad]  # for the message
+    raise ValueError(
+        f"objective={model.config.objective!r} keeps the LM frozen and trains only the retriever, but {len(trainable)} LM "
+        f"parameters are trainable (e.g. {trainable[0]}); freeze it first: model.lm.requires_grad_(False)"
+    )
