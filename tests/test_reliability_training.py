@@ -12,7 +12,7 @@ from transformers import TrainerState
 
 from revela_hf.cli import main
 from revela_hf.io import output_lock, write_marker
-from revela_hf.trainer import RevelaTrainingArguments
+from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
 from revela_hf.training import ModelSpec, _last_checkpoint, train
 
 
@@ -49,12 +49,34 @@ def setup(tmp_path_factory):
     return tiny_causal_lm(root / "lm"), tiny_groups(root / "data")
 
 
-def _train(setup, output, max_steps=2):
+def _train(setup, output, max_steps=2, **kwargs):
     lm, data = setup
     spec = ModelSpec(lm=str(lm), retriever_lora_r=4, inbatch_layers=None)
     args = RevelaTrainingArguments(output_dir=str(output), max_steps=max_steps, save_steps=1, report_to=[], use_cpu=True,
                                    seed=0, disable_tqdm=True, max_length=16, retriever_max_length=16)
-    return train(spec, data, args)
+    return train(spec, data, args, **kwargs)
+
+
+class _ExtraLoss(RevelaTrainer):
+    """Adds the mean cosine of each chunk's query with its own passage to the loss (a term Revela's loss lacks)."""
+
+    calls = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        type(self).calls += 1
+        loss = loss + outputs.similarity.diagonal().mean()
+        return (loss, outputs) if return_outputs else loss
+
+
+def test_train_trains_with_the_trainer_class_given(setup, tmp_path):
+    # The same seed and data; only the subclass's extra term differs, so the trained adapters must too.
+    plain = _train(setup, tmp_path / "plain")
+    extra = _train(setup, tmp_path / "extra", trainer_class=_ExtraLoss)
+    assert type(plain) is RevelaTrainer and type(extra) is _ExtraLoss and _ExtraLoss.calls == 2
+    weights = [load_file(run / "retriever" / "adapter_model.safetensors") for run in (tmp_path / "plain", tmp_path / "extra")]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not weights[0][name].equal(weights[1][name]) for name in weights[0])
 
 
 def test_rerunning_a_finished_run_is_a_no_op_that_says_so(setup, tmp_path, caplog):

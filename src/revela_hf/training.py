@@ -107,9 +107,11 @@ def train(
     args: RevelaTrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
     evaluator: Callable[[Any], dict[str, float]] | None = None,
+    trainer_class: type[RevelaTrainer] = RevelaTrainer,
 ) -> RevelaTrainer:
     """Train on a `revela prepare` dataset; the retriever ends in `<output_dir>/retriever`. `evaluator` (default:
-    one over `args.eval_data`, if set) scores the retriever when the trainer evaluates (`RevelaTrainer`)."""
+    one over `args.eval_data`, if set) scores the retriever when the trainer evaluates (`RevelaTrainer`);
+    `trainer_class` a `RevelaTrainer` subclass to train with (e.g. one that adds a loss term)."""
     dataset = load_from_disk(str(data_dir))
     if isinstance(dataset, DatasetDict):
         raise ValueError(f"{data_dir} holds a DatasetDict (splits {list(dataset)}); pass the folder of one split")
@@ -119,7 +121,7 @@ def train(
     with _whole_weights(args):
         model, tokenizer = build_model(spec)
     dataset = rows_for_objective(dataset, model.config)
-    trainer = RevelaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                             callbacks=callbacks, evaluator=evaluator)
     last = _last_checkpoint(args.output_dir)
     if last is not None and _finished(last, args.max_steps):

@@ -1,0 +1,132 @@
+"""One variant of the demo's default recipe, trained on the CPU for the suite's variants table
+(`benchmarks/suite_variants_b16.json`, README "Variants measured").
+
+The default is `revela demo`'s (SmolLM2 LM frozen, in-batch term in its top 4 layers, 6-layer LoRA r 16 retriever,
+EOS pooling, tau 1e-3, constant lr 3e-4, 90 steps of 16 chunks from 8 interleaved modules of 400 `.py` files), in
+bf16; each flag changes one thing. Then score it on the suite:
+
+    PYTHONPATH=src python benchmarks/suite_variant.py OUT --seed 1 [--retriever-layers 12 --temperature 3e-3 ...]
+    PYTHONPATH=src python benchmarks/quality.py --suite --root SUITE --baselines bm25 --hybrid --retriever NAME=OUT/run/retriever
+
+`--corpus DIR` reuses (or writes) the prepared groups; a corpus is specific to its group size and width.
+`--objective replug|dream --wall SECONDS` trains another objective until a wall time (equal-time comparisons);
+`--dream-heads N` first picks DREAM's N query-focused heads over all layers (`select_retrieval_heads` on the first 8
+training batches, 64 rows of groups of 8: about 6 minutes in fp32, before the wall clock starts).
+`--self-contrast W` adds W x a contrastive loss on the retriever's own scores (query i's positive: chunk i).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from revela_hf.data.prepare import prepare
+from revela_hf.demo.assets import smollm2_path, training_text_sources
+from revela_hf.demo.recipes import BUDGETS
+from revela_hf.objectives import select_retrieval_heads
+from revela_hf.objectives.registry import get_objective
+from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
+from revela_hf.training import ModelSpec, train
+
+
+class SelfContrastTrainer(RevelaTrainer):
+    """Adds `weight` x cross-entropy(cos(q_i, p_j) / tau, target i) over the group: the retriever also learns to
+    find a chunk's own passage from its first half."""
+
+    weight = 0.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        cosine = outputs.similarity.float()  # (B, B), the diagonal included
+        contrast = F.cross_entropy(cosine / model.config.temperature, torch.arange(len(cosine), device=cosine.device))
+        self._group_metrics["self_contrast"].append(contrast.item())
+        loss = loss + self.weight * contrast
+        return (loss, outputs) if return_outputs else loss
+
+
+class WallTimeAndHeads(TrainerCallback):
+    """Stops training `wall` seconds after its first step (None: never); with `dream_heads`, first sets DREAM's
+    heads to the ones `select_retrieval_heads` finds on the first 8 training batches."""
+
+    def __init__(self, wall: float | None, dream_heads: int | None) -> None:
+        self.wall, self.dream_heads, self.start = wall, dream_heads, 0.0
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        if self.dream_heads:
+            data, collate = train_dataloader.dataset, train_dataloader.collate_fn
+            found = select_retrieval_heads(model, [collate([data[i]]) for i in range(8)], num_heads=self.dream_heads)
+            model.config.objective_settings = {**model.config.objective_settings, "layers": None, "heads": found.heads}
+            print(json.dumps({"dream_heads": found.heads}), flush=True)
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.wall is not None and time.time() - self.start > self.wall:
+            control.should_training_stop = control.should_save = True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--corpus", help="prepared groups (default OUT/corpus, written if missing)")
+    parser.add_argument("--retriever-layers", type=int, default=6)
+    parser.add_argument("--temperature", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--group-size", type=int)
+    parser.add_argument("--width", type=int, help="interleaved modules per group")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--pooling", default="eos")
+    parser.add_argument("--top", type=int, default=4, help="LM layers (from the top) with the in-batch term")
+    parser.add_argument("--no-v-norm", action="store_true")
+    parser.add_argument("--query-ratio", type=float)
+    parser.add_argument("--objective", default="revela")
+    parser.add_argument("--dream-heads", type=int)
+    parser.add_argument("--wall", type=float, help="stop after this many seconds of training")
+    parser.add_argument("--self-contrast", type=float, default=0.0)
+    a = parser.parse_args()
+
+    plan = BUDGETS["default"]
+    changed = {"group_size": a.group_size, "interleave_width": a.width, "max_steps": a.steps}
+    plan = dataclasses.replace(plan, **{key: value for key, value in changed.items() if value})
+    out = Path(a.out)
+    corpus = Path(a.corpus) if a.corpus else out / "corpus"
+    if not corpus.exists():  # run_demo's sources, unfiltered: the corpus the committed seeds used
+        sources = [path for path in training_text_sources() if path.suffix == ".py"]
+        every = max(1, len(sources) // plan.source_files)
+        prepare([str(path) for path in sources[::every][: plan.source_files]], corpus, group_size=plan.group_size,
+                strategy="interleave", interleave_width=plan.interleave_width, max_tokens=plan.max_tokens,
+                tokenizer=smollm2_path(), seed=a.seed, full_chunk_sources={"code": False}, code_units="block")
+    top = list(range(-a.top, 0))
+    objective = get_objective(a.objective).config_kwargs(top)
+    if a.objective == "dream":  # DREAM's 0.05 leaves P(k | q) uniform at this retriever's cosine spread
+        objective["objective_settings"]["temperature"] = a.temperature
+    overrides = {**objective, "inbatch_top_k": None, "pooling": a.pooling}
+    if a.no_v_norm:
+        overrides["v_norm"] = False
+    if a.query_ratio:
+        overrides["query_ratio"] = a.query_ratio
+    spec = ModelSpec(lm=smollm2_path(), retriever=smollm2_path(num_hidden_layers=a.retriever_layers),
+                     inbatch_layers=top, temperature=a.temperature, retriever_lora_r=a.lora_r,
+                     retriever_pooling=a.pooling, config_overrides=overrides)
+    args = RevelaTrainingArguments(
+        output_dir=str(out / "run"), max_steps=plan.max_steps, learning_rate=a.lr, **plan.lr_schedule(),
+        logging_steps=3, save_steps=45, save_total_limit=1, max_length=plan.max_tokens,
+        retriever_max_length=plan.max_tokens, report_to=[], seed=a.seed, use_cpu=True, bf16=True,
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+    SelfContrastTrainer.weight = a.self_contrast
+    trainer = train(spec, corpus, args, callbacks=[WallTimeAndHeads(a.wall, a.dream_heads)],
+                    trainer_class=SelfContrastTrainer if a.self_contrast else RevelaTrainer)
+    print(json.dumps({"steps": trainer.state.global_step, **trainer.state.log_history[-1]}))
+
+
+if __name__ == "__main__":
+    main()
