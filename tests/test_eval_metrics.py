@@ -21,7 +21,7 @@ from revela_hf.evaluation import (
     recall_at_k,
     write_beir,
 )
-from revela_hf.search import fuse, score_fusion
+from revela_hf.search import fuse, score_fusion, z_score_fusion
 
 QRELS = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
 RESULTS = {"q1": {"d2": 0.9, "d3": 0.8, "d1": 0.7}, "q2": {"d1": 0.5}}
@@ -133,8 +133,27 @@ def test_score_fusion_follows_the_formula():
     assert fuse([dense, lexical], "rrf", top_k=2) == reciprocal_rank_fusion([dense, lexical], top_k=2)
     with pytest.raises(ValueError, match="one non-negative weight per run"):
         score_fusion([dense, lexical], weights=[1.0])
-    with pytest.raises(ValueError, match="unknown fusion 'max'; choose one of score, rrf"):
+    with pytest.raises(ValueError, match="unknown fusion 'max'; choose one of score, zscore, rrf"):
         fuse([dense], "max")
+
+
+def test_z_score_fusion_follows_the_formula():
+    # Per query, each run's scores standardised (numpy's population mean and std); a document a run did not
+    # return gets that run's lowest z-score; equal weights.
+    dense = {"q1": {"a": 0.9, "b": 0.5, "d": 0.3, "c": 0.1}, "q2": {"x": 0.5, "z": 0.5}}
+    lexical = {"q1": {"c": 10.0, "b": 8.0, "a": 5.0, "e": 2.0}}
+    z = {}
+    for name, run in (("dense", dense["q1"]), ("lexical", lexical["q1"])):
+        values = np.array(list(run.values()))
+        z[name] = dict(zip(run, (values - values.mean()) / values.std()))
+    docs = ["a", "b", "d", "c", "e"]
+    expected = {doc: 0.5 * z["dense"].get(doc, min(z["dense"].values())) + 0.5 * z["lexical"].get(doc, min(z["lexical"].values())) for doc in docs}
+    fused = fuse([dense, lexical], "zscore", top_k=5)
+    assert fused["q1"] == pytest.approx(expected) and list(fused["q1"]) == sorted(expected, key=lambda d: -expected[d])
+    assert fused["q2"] == {"x": 0.0, "z": 0.0}  # all equal: no spread, no preference
+    assert z_score_fusion([dense, lexical], weights=[0.0, 1.0], top_k=2)["q1"] == pytest.approx(
+        {"c": z["lexical"]["c"], "b": z["lexical"]["b"]}
+    )
 
 
 def test_reciprocal_rank_fusion_follows_the_formula():

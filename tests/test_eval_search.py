@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import OneHotEncoder
 
@@ -24,7 +25,7 @@ def test_sharded_index_finds_the_right_document(tmp_path, kind):
     assert len(hits[0]) == 3 and hits[0][1].score == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("fusion", ["score", "rrf"])
+@pytest.mark.parametrize("fusion", ["zscore", "score", "rrf"])
 def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path, fusion):
     # Dense (one-hot on the trailing number) and lexical (the fruit word) disagree on purpose.
     fruits = ["apple", "banana", "cherry", "grape", "lemon", "mango", "pear"]
@@ -45,15 +46,25 @@ def test_hybrid_index_fuses_dense_and_bm25_rankings(tmp_path, fusion):
     else:
         expected = {}
         for q in dense:
-            scores = {}
-            for run in (dense[q], lexical[q]):
-                low, high = min(run.values()), max(run.values())
-                for doc, score in run.items():
-                    scores[doc] = scores.get(doc, 0.0) + 0.5 * ((score - low) / (high - low) if high > low else 1.0)
+            runs = [run for run in (dense[q], lexical[q]) if run]
+            union = list(dict.fromkeys(doc for run in runs for doc in run))
+            scores = dict.fromkeys(union, 0.0)
+            for run in runs:
+                values = np.array(list(run.values()))
+                spread = values.std() if fusion == "zscore" else values.max() - values.min()
+                low = values.mean() if fusion == "zscore" else values.min()
+                normalised = dict(zip(run, (values - low) / spread if spread > 0 else np.full(len(values), float(fusion != "zscore"))))
+                floor = min(normalised.values()) if fusion == "zscore" else 0.0  # a document the run did not return
+                for doc in union:
+                    scores[doc] += 0.5 * normalised.get(doc, floor)
             expected[q] = dict(sorted(scores.items(), key=lambda item: -item[1])[:3])
     for q, q_hits in enumerate(hits):
         assert [(h.doc_id, pytest.approx(h.score)) for h in q_hits] == list(expected[str(q)].items())
-    assert {h.doc_id for h in hits[0][:2]} == {"d1", "d3"} and hits[0][0].text == dict(docs)[hits[0][0].doc_id]
+    if fusion == "zscore":  # BM25 returned d1 alone: a one-document run adds nothing to z-scores (fusion.py)
+        assert hits[0][0].doc_id == "d3" and hits[0][1].score == pytest.approx(hits[0][2].score)
+    else:
+        assert {h.doc_id for h in hits[0][:2]} == {"d1", "d3"}
+    assert hits[0][0].text == dict(docs)[hits[0][0].doc_id]
     assert [h.doc_id for h in hits[1]][0] == "d6"  # both rankings agree
     with pytest.raises(ValueError, match="revela index --hybrid"):
         ShardedIndex.build(OneHotEncoder(), iter(docs), tmp_path / "dense").search_hybrid(queries, embeddings)

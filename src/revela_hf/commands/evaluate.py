@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from revela_hf.commands import positive_int
-from revela_hf.search.fusion import DEFAULT_FUSION, FUSIONS
+from revela_hf.search.fusion import DEFAULT_FUSION, FUSION_HELP, FUSIONS
 
 
 def register(subparsers) -> None:
@@ -21,8 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--no-bm25", action="store_true", help="do not add BM25 to the table")
     parser.add_argument("--hybrid", action="store_true", help="add a row per dense retriever: its ranking fused with BM25's")
-    parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION,
-                        help="how --hybrid fuses: score (min-max normalised scores, equal weights; default) or rrf (reciprocal rank, k=60)")
+    parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION, help=FUSION_HELP)
     parser.set_defaults(func=run)
 
 

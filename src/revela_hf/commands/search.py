@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from revela_hf.commands import positive_int
-from revela_hf.search.fusion import DEFAULT_FUSION, FUSIONS
+from revela_hf.search.fusion import DEFAULT_FUSION, FUSION_HELP, FUSIONS
 
 
 def register(subparsers) -> None:
@@ -17,8 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=positive_int, default=10)
     parser.add_argument("--hybrid", action="store_true",
                         help="fuse the dense ranking with BM25's (an index built with --hybrid)")
-    parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION,
-                        help="how --hybrid fuses: score (min-max normalised scores, equal weights; default) or rrf (reciprocal rank, k=60)")
+    parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION, help=FUSION_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.set_defaults(func=run)
 

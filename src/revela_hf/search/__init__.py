@@ -13,6 +13,7 @@ _EXPORTS = {
     "fuse": "revela_hf.search.fusion",
     "reciprocal_rank_fusion": "revela_hf.search.fusion",
     "score_fusion": "revela_hf.search.fusion",
+    "z_score_fusion": "revela_hf.search.fusion",
     "Hit": "revela_hf.search.index",
     "IndexConfig": "revela_hf.search.index",
     "ShardedIndex": "revela_hf.search.index",
