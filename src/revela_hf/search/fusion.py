@@ -6,7 +6,7 @@
   document a run did not return counts 0 there. It keeps how far apart a run's scores are, which ranks drop.
 - `z_score_fusion`: the same sum over z-scores, (s_r(d) - mean_r) / std_r over the documents run r returned (a
   document it did not return gets its lowest); unlike min-max, one outlying top score does not squeeze the rest. On
-  the yardstick suite it beat min-max on the mean for each of 7 trained retrievers (+0.4 to +1.4 nDCG@10), winning
+  the yardstick suite it beat min-max on the mean for each of 8 trained retrievers (+0.2 to +1.4 nDCG@10), winning
   HumanEval, FOLDOC and stdlib and losing CONCODE every time (README, "Hybrid retrieval"). It is not the default:
   a run that returns a single document (BM25 on a query with one matching document) adds nothing to it, where
   min-max puts that document first.
