@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-from revela_hf.data.prepare import prepare
-from revela_hf.demo.assets import smollm2_path, training_text_sources
-from revela_hf.demo.recipes import BUDGETS
+from revela_hf.demo.assets import smollm2_path
+from revela_hf.demo.main_job import prepare_demo_corpus
+from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING
 from revela_hf.objectives import select_retrieval_heads
 from revela_hf.objectives.registry import get_objective
 from revela_hf.trainer import RevelaTrainer, RevelaTrainingArguments
@@ -51,23 +51,31 @@ class SelfContrastTrainer(RevelaTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-class WallTimeAndHeads(TrainerCallback):
-    """Stops training `wall` seconds after its first step (None: never); with `dream_heads`, first sets DREAM's
-    heads to the ones `select_retrieval_heads` finds on the first 8 training batches."""
+class DreamHeads(TrainerCallback):
+    """Before the first step, sets DREAM's heads to the `num_heads` that `select_retrieval_heads` ranks highest on
+    the first 8 training batches."""
 
-    def __init__(self, wall: float | None, dream_heads: int | None) -> None:
-        self.wall, self.dream_heads, self.start = wall, dream_heads, 0.0
+    def __init__(self, num_heads: int) -> None:
+        self.num_heads = num_heads
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        if self.dream_heads:
-            data, collate = train_dataloader.dataset, train_dataloader.collate_fn
-            found = select_retrieval_heads(model, [collate([data[i]]) for i in range(8)], num_heads=self.dream_heads)
-            model.config.objective_settings = {**model.config.objective_settings, "layers": None, "heads": found.heads}
-            print(json.dumps({"dream_heads": found.heads}), flush=True)
+        data, collate = train_dataloader.dataset, train_dataloader.collate_fn
+        found = select_retrieval_heads(model, [collate([data[i]]) for i in range(8)], num_heads=self.num_heads)
+        model.config.objective_settings = {**model.config.objective_settings, "layers": None, "heads": found.heads}
+        print(json.dumps({"dream_heads": found.heads}), flush=True)
+
+
+class WallTime(TrainerCallback):
+    """Stops training `seconds` after it starts (after callbacks listed before it have run their `on_train_begin`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = seconds, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.wall is not None and time.time() - self.start > self.wall:
+        if time.time() - self.start > self.seconds:
             control.should_training_stop = control.should_save = True
 
 
@@ -98,12 +106,8 @@ def main() -> None:
     plan = dataclasses.replace(plan, **{key: value for key, value in changed.items() if value})
     out = Path(a.out)
     corpus = Path(a.corpus) if a.corpus else out / "corpus"
-    if not corpus.exists():  # run_demo's sources, unfiltered: the corpus the committed seeds used
-        sources = [path for path in training_text_sources() if path.suffix == ".py"]
-        every = max(1, len(sources) // plan.source_files)
-        prepare([str(path) for path in sources[::every][: plan.source_files]], corpus, group_size=plan.group_size,
-                strategy="interleave", interleave_width=plan.interleave_width, max_tokens=plan.max_tokens,
-                tokenizer=smollm2_path(), seed=a.seed, full_chunk_sources={"code": False}, code_units="block")
+    if not corpus.exists():  # every installed distribution: the corpus the committed seeds used
+        prepare_demo_corpus(corpus, plan, DEMO_GROUPING, "block", a.seed, distributions=None)
     top = list(range(-a.top, 0))
     objective = get_objective(a.objective).config_kwargs(top)
     if a.objective == "dream":  # DREAM's 0.05 leaves P(k | q) uniform at this retriever's cosine spread
@@ -123,7 +127,8 @@ def main() -> None:
         base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
     )
     SelfContrastTrainer.weight = a.self_contrast
-    trainer = train(spec, corpus, args, callbacks=[WallTimeAndHeads(a.wall, a.dream_heads)],
+    callbacks = ([DreamHeads(a.dream_heads)] if a.dream_heads else []) + ([WallTime(a.wall)] if a.wall else [])
+    trainer = train(spec, corpus, args, callbacks=callbacks,
                     trainer_class=SelfContrastTrainer if a.self_contrast else RevelaTrainer)
     print(json.dumps({"steps": trainer.state.global_step, **trainer.state.log_history[-1]}))
 

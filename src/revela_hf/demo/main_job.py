@@ -27,7 +27,7 @@ from revela_hf.evaluation.plots import pyplot
 from revela_hf.demo.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
-from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS, trained_name, untrained_name
+from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS, Budget, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever, check_pooling
 from revela_hf.training import ModelSpec, train
@@ -44,6 +44,30 @@ class RetrievalCurve(TrainerCallback):
         score = metrics[self.metric]
         self.points.append((state.global_step, score))
         print(f"[revela demo] step {state.global_step}: nDCG@10 = {100 * score:.1f}", flush=True)
+
+
+def prepare_demo_corpus(
+    corpus: Path, plan: Budget, grouping: str, code_units: str, seed: int, distributions: list[str] | None
+) -> None:
+    """Write the demo's training groups to `corpus`: `plan.source_files` `.py` files spread evenly over the
+    training text of `distributions` (None: every installed one), chunked and grouped as `plan` says."""
+    sources = [p for p in training_text_sources(distributions=distributions) if p.suffix == ".py"]
+    step = max(1, len(sources) // plan.source_files)
+    prepare(
+        [str(p) for p in sources[::step][: plan.source_files]],
+        corpus,
+        group_size=plan.group_size,
+        strategy=grouping,
+        interleave_width=plan.interleave_width,
+        max_tokens=plan.max_tokens,
+        tokenizer=smollm2_path(),
+        seed=seed,
+        # First-half queries on code too, so the retriever learns to find what continues a chunk.
+        # Block units (statements packed as they come) beat one-function-per-chunk on the suite
+        # (README, "Yardstick suite").
+        full_chunk_sources={"code": False},
+        code_units=code_units,
+    )
 
 
 def run_demo(
@@ -86,23 +110,7 @@ def run_demo(
     if not corpus.exists():
         # The source of revela-hf[demo]'s own dependencies, so that other installed packages (a test
         # extra, a user's own) do not change the training text: the lock fixes it.
-        sources = [p for p in training_text_sources(distributions=demo_distributions()) if p.suffix == ".py"]
-        step = max(1, len(sources) // plan.source_files)
-        prepare(
-            [str(p) for p in sources[::step][: plan.source_files]],
-            corpus,
-            group_size=plan.group_size,
-            strategy=grouping,
-            interleave_width=plan.interleave_width,
-            max_tokens=plan.max_tokens,
-            tokenizer=smollm2_path(),
-            seed=seed,
-            # First-half queries on code too, so the retriever learns to find what continues a chunk.
-            # Block units (statements packed as they come) beat one-function-per-chunk on the suite
-            # (README, "Yardstick suite").
-            full_chunk_sources={"code": False},
-            code_units=code_units,
-        )
+        prepare_demo_corpus(corpus, plan, grouping, code_units, seed, distributions=demo_distributions())
     top_layers = list(RECIPE_INBATCH_LAYERS)
     settings = {**get_objective(objective).config_kwargs(top_layers), "inbatch_top_k": inbatch_top_k}
     spec = ModelSpec(

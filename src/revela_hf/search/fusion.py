@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -65,8 +66,7 @@ def _min_max(scores: dict[str, float]) -> tuple[dict[str, float], float]:
 def _z_score(scores: dict[str, float]) -> tuple[dict[str, float], float]:
     """Scores minus their mean over their standard deviation (all equal: 0), and the lowest of them for a document
     the run did not return."""
-    mean = sum(scores.values()) / len(scores)
-    std = (sum((s - mean) ** 2 for s in scores.values()) / len(scores)) ** 0.5
+    mean, std = statistics.fmean(scores.values()), statistics.pstdev(scores.values())
     normalised = {doc: (s - mean) / std if std > 0 else 0.0 for doc, s in scores.items()}
     return normalised, min(normalised.values())
 
