@@ -37,7 +37,7 @@ from revela_hf.demo import run_demo
 from revela_hf.demo.assets import log, minilm_path, smollm2_path
 from revela_hf.demo.benchmark_sets import BUILDERS, build_suite
 from revela_hf.demo.recipes import BUDGETS, RETRIEVERS, trained_name, untrained_name
-from revela_hf.evaluation import hybrid_name, hybrid_runs, load_beir, plot_results, retrieval_metrics, retrieve
+from revela_hf.evaluation import centred_name, hybrid_name, hybrid_runs, load_beir, named_runs, plot_results, retrieval_metrics
 from revela_hf.evaluation.evaluate import BM25, HEADLINE_METRICS
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES
 from revela_hf.search.encoders import load_encoder
@@ -99,12 +99,14 @@ class ResultCache:
 
 
 def _evaluate_on_sets(
-    load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache, hybrid: bool = False
+    load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache, hybrid: bool = False,
+    center: bool = False,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{system: {set: metrics}} of one retriever (`run` names it: a folder, or "baseline"), loaded once, only
-    if a set is not cached; with `hybrid` (a dense retriever), also of its ranking fused with BM25's by every
-    fusion of `FUSIONS`."""
-    systems = [name, *(hybrid_name(name, fusion) for fusion in FUSIONS)] if hybrid else [name]
+    if a set is not cached; with `center` (a dense retriever), also of its query-set centred run; with `hybrid`,
+    also of each of these runs fused with BM25's by every fusion of `FUSIONS`."""
+    plain = [name, centred_name(name)] if center else [name]
+    systems = [*plain, *(hybrid_name(p, fusion) for p in plain for fusion in FUSIONS)] if hybrid else plain
     retriever = None
     scores: dict[str, dict[str, dict[str, float]]] = {system: {} for system in systems}
     for set_name, folder in folders.items():
@@ -116,7 +118,7 @@ def _evaluate_on_sets(
         retriever = retriever if retriever is not None else load()
         started = time.perf_counter()
         dataset = load_beir(folder)
-        runs = {name: retrieve(retriever, dataset)}
+        runs = named_runs(name, retriever, dataset, center=center)
         if hybrid:
             dense = dict(runs)
             for fusion in FUSIONS:
@@ -193,9 +195,11 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     cache = ResultCache(args.cache)
     measured: dict[str, list[dict[str, dict[str, float]]]] = {}
     for name, runs in systems.items():
-        dense = args.hybrid and name in trained  # fused with BM25: the trained retrievers
+        dense = name != BM25_NAME
         for load, run in runs:
-            for system, scores in _evaluate_on_sets(load, run, folders, name, cache, hybrid=dense).items():
+            found = _evaluate_on_sets(load, run, folders, name, cache, hybrid=args.hybrid and name in trained,
+                                      center=args.center_queries and dense)
+            for system, scores in found.items():
                 measured.setdefault(system, []).append(scores)
     summaries = {system: summarize(per_run, names) for system, per_run in measured.items()}
     add_bm25_ratios(summaries, names)
@@ -254,6 +258,7 @@ def main() -> None:
     parser.add_argument("--baselines", default="untrained,bm25,minilm", help=f"comma-separated subset of {','.join(BASELINES)}; bm25 always runs (--suite)")
     parser.add_argument("--retriever", action="append", default=[], metavar="LABEL=PATH", help="trained retriever folder; repeat a label for seeds (--suite)")
     parser.add_argument("--hybrid", action="store_true", help="also every trained retriever fused with BM25, by normalised scores and by reciprocal rank (--suite)")
+    parser.add_argument("--center-queries", action="store_true", help="also every dense system query-set centred (revela evaluate --center-queries; --suite)")
     parser.add_argument("--cache", help="JSON-lines file of measured (system, run, set) metrics, reused by a re-run (--suite)")
     parser.add_argument("--concode", help="CONCODE jsonl (default $REVELA_CONCODE or ../shared/data/codexglue/concode-dev.jsonl)")
     parser.add_argument("--foldoc", help="folder of foldoc.index + foldoc.dict.dz (default /usr/share/dictd)")

@@ -10,6 +10,7 @@ import pytest
 
 from revela_hf.evaluation import (
     BeirDataset,
+    centred_name,
     evaluate_retrieval,
     format_table,
     hybrid_name,
@@ -21,7 +22,7 @@ from revela_hf.evaluation import (
     recall_at_k,
     write_beir,
 )
-from revela_hf.search import fuse, score_fusion, z_score_fusion
+from revela_hf.search import center_query_set, fuse, score_fusion, z_score_fusion
 
 QRELS = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
 RESULTS = {"q1": {"d2": 0.9, "d3": 0.8, "d1": 0.7}, "q2": {"d1": 0.5}}
@@ -203,3 +204,62 @@ def test_cli_evaluate_writes_the_environment_with_the_results(beir_folder, tmp_p
     assert env["accelerator"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU)")
     measured = datetime.fromisoformat(env["date_utc"])
     assert measured.utcoffset() == timedelta(0) and before <= measured <= datetime.now(timezone.utc)
+
+
+class HubEncoder(TableEncoder):
+    """Both queries lie near one shared direction (axis 0) and so does one document, the hub: by plain cosine the
+    hub comes first for every query; each query's own document differs from it only off that direction."""
+
+    vectors = {"find q1": [1.0, 0.1, 0.0], "find q2": [1.0, 0.0, 0.1],
+               "hub": [1.0, 0.0, 0.0], "one": [0.3, 1.0, 0.0], "two": [0.3, 0.0, 1.0]}
+
+
+@pytest.fixture
+def hub_folder(tmp_path):
+    corpus = {doc: {"title": "", "text": doc} for doc in ("hub", "one", "two")}
+    dataset = BeirDataset(corpus=corpus, queries={"q1": "find q1", "q2": "find q2"}, qrels={"q1": {"one": 1}, "q2": {"two": 1}})
+    return write_beir(tmp_path / "hub", dataset)
+
+
+def test_center_query_set_follows_the_formula():
+    rng = np.random.default_rng(0)
+    queries, corpus = rng.normal(size=(5, 4)) + 3.0, rng.normal(size=(7, 4))
+    got_q, got_d = center_query_set(queries, corpus)
+    for got, emb in ((got_q, queries), (got_d, corpus)):
+        unit = [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in emb.tolist()]
+        mean = [sum(col) / len(unit) for col in zip(*unit)]
+        for got_row, row in zip(got, unit):
+            centred = [v - m for v, m in zip(row, mean)]
+            norm = math.sqrt(sum(v * v for v in centred))
+            assert got_row.tolist() == pytest.approx([v / norm for v in centred], abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        center_query_set(queries[:1], corpus)
+    with pytest.raises(ValueError, match="at least 2 documents"):
+        center_query_set(queries, corpus[:1])
+    with pytest.raises(ValueError, match="different widths: 4 and 3"):
+        center_query_set(queries, corpus[:, :3])
+    with pytest.raises(ValueError, match=r"\(rows, dim\) queries embeddings, got shape \(4,\)"):
+        center_query_set(queries[0], corpus)
+
+
+def test_query_set_centring_removes_the_shared_direction(hub_folder):
+    plain = evaluate_retrieval(HubEncoder(), hub_folder, k_values=(1, 10))
+    centred = evaluate_retrieval(HubEncoder(), hub_folder, k_values=(1, 10), center=True)
+    assert plain["mrr@10"] == pytest.approx(0.5)  # the hub first, each query's own document second
+    assert centred["mrr@1"] == pytest.approx(1.0) and centred["ndcg@10"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="dense retrievers, not BM25"):
+        evaluate_retrieval("bm25", hub_folder, center=True)
+
+
+def test_cli_evaluate_center_queries(beir_folder, tmp_path):
+    from revela_hf.demo.assets import minilm_path
+    from revela_hf.cli import main
+
+    out = tmp_path / "results.json"
+    assert main(["evaluate", "--retriever", minilm_path(), "--data", str(beir_folder), "--output", str(out),
+                 "--center-queries", "--hybrid"]) == 0
+    results = json.loads(out.read_text())["results"]
+    name = centred_name(minilm_path())
+    assert set(results) == {minilm_path(), name, "bm25", hybrid_name(minilm_path()), hybrid_name(name)}
+    assert results[name] == evaluate_retrieval(minilm_path(), beir_folder, center=True)
+    assert results[hybrid_name(name)] == evaluate_retrieval(minilm_path(), beir_folder, hybrid=True, center=True)

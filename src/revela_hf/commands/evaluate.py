@@ -22,6 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("--no-bm25", action="store_true", help="do not add BM25 to the table")
     parser.add_argument("--hybrid", action="store_true", help="add a row per dense retriever: its ranking fused with BM25's")
     parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION, help=FUSION_HELP)
+    parser.add_argument("--center-queries", action="store_true",
+                        help="add a row per dense retriever: its scores after query-set centring (each embedding minus "
+                             "its set's mean, queries' and documents' apart, normalised again); it uses all the queries "
+                             "at once, so it measures batch search, not one query alone")
     parser.set_defaults(func=run)
 
 
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     retrievers = list(dict.fromkeys(args.retriever + ([] if args.no_bm25 else ["bm25"])))
     table = evaluate_table(retrievers, args.data, batch_size=args.batch_size, split=args.split, hybrid=args.hybrid,
-                           fusion=args.fusion)
+                           fusion=args.fusion, center=args.center_queries)
     print(format_table(table))
     output = save_table(table, args.output or Path(args.data) / "results.json", args.data)
     print(f"results written to {output}")

@@ -2,7 +2,9 @@
 
 from revela_hf.evaluation.beir import BeirDataset, build_beir_folder, iter_corpus, load_beir, write_beir
 from revela_hf.search.bm25 import BM25Retriever
-from revela_hf.evaluation.evaluate import evaluate_retrieval, evaluate_table, format_table, hybrid_name, hybrid_runs, retrieve, save_table
+from revela_hf.evaluation.evaluate import (
+    centred_name, evaluate_retrieval, evaluate_table, format_table, hybrid_name, hybrid_runs, named_runs, retrieve, save_table,
+)
 from revela_hf.evaluation.evaluator import RetrievalEvaluator
 from revela_hf.search.fusion import reciprocal_rank_fusion
 from revela_hf.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, retrieval_metrics
@@ -13,6 +15,7 @@ __all__ = [
     "BeirDataset",
     "RetrievalEvaluator",
     "build_beir_folder",
+    "centred_name",
     "evaluate_retrieval",
     "evaluate_table",
     "format_table",
@@ -21,6 +24,7 @@ __all__ = [
     "iter_corpus",
     "load_beir",
     "mrr_at_k",
+    "named_runs",
     "ndcg_at_k",
     "plot_results",
     "reciprocal_rank_fusion",

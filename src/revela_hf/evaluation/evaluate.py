@@ -11,6 +11,7 @@ from revela_hf.search.bm25 import BM25Retriever
 from revela_hf.search.fusion import DEFAULT_FUSION, FUSION_LABELS, Run, fuse
 from revela_hf.evaluation.metrics import retrieval_metrics
 from revela_hf.io import write_json_atomically
+from revela_hf.search.centering import center_query_set
 from revela_hf.search.encoders import as_encoder, load_encoder
 from revela_hf.search.index import new_faiss_index, search_faiss
 
@@ -18,27 +19,44 @@ HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 BM25 = "bm25"
 
 
-def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32) -> Run:
+def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> Run:
     """Run every query of `dataset` against its corpus: {query id: {doc id: score}} for the `top_k` best docs.
 
     `retriever` is "bm25", a folder or Hub repo id (Revela or sentence-transformers), or a model
     object (RevelaRetriever, SentenceTransformer, anything with encode_queries/encode_corpus).
-    Dense scores are inner products, so retrievers are expected to normalise (Revela does).
+    Dense scores are inner products, so retrievers are expected to normalise (Revela does); with `center`,
+    of query-set centred embeddings (`revela_hf.search.centering`; dense retrievers only).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
+    if isinstance(retriever, str) and retriever.lower() == BM25:
+        if center:
+            raise ValueError("query-set centering applies to dense retrievers, not BM25")
+        doc_ids, doc_texts = dataset.doc_texts()
+        query_ids = list(dataset.queries)
+        return dict(zip(query_ids, BM25Retriever(doc_ids, doc_texts).search([dataset.queries[q] for q in query_ids], top_k)))
+    return dense_runs(retriever, dataset, top_k, batch_size, center=center)[center]
+
+
+def dense_runs(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> dict[bool, Run]:
+    """{False: the dense retriever's run} and with `center` also {True: the run of the same embeddings, query-set
+    centred}: the corpus is encoded once."""
     doc_ids, doc_texts = dataset.doc_texts()
     query_ids = list(dataset.queries)
-    query_texts = [dataset.queries[q] for q in query_ids]
-    if isinstance(retriever, str) and retriever.lower() == BM25:
-        return dict(zip(query_ids, BM25Retriever(doc_ids, doc_texts).search(query_texts, top_k)))
     encoder = load_encoder(retriever) if isinstance(retriever, (str, Path)) else as_encoder(retriever)
-    index = new_faiss_index(encoder.encode_corpus(doc_texts, batch_size=batch_size))
-    scores, rows = search_faiss(index, encoder.encode_queries(query_texts, batch_size=batch_size), top_k)
-    return {
-        qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows) if r >= 0}
-        for qid, q_scores, q_rows in zip(query_ids, scores, rows)
-    }
+    corpus_emb = encoder.encode_corpus(doc_texts, batch_size=batch_size)
+    query_emb = encoder.encode_queries([dataset.queries[q] for q in query_ids], batch_size=batch_size)
+    embeddings = {False: (query_emb, corpus_emb)}
+    if center:
+        embeddings[True] = center_query_set(query_emb, corpus_emb)
+    runs = {}
+    for centred, (queries, corpus) in embeddings.items():
+        scores, rows = search_faiss(new_faiss_index(corpus), queries, top_k)
+        runs[centred] = {
+            qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows) if r >= 0}
+            for qid, q_scores, q_rows in zip(query_ids, scores, rows)
+        }
+    return runs
 
 
 def evaluate_retrieval(
@@ -49,15 +67,31 @@ def evaluate_retrieval(
     split: str = "test",
     hybrid: bool = False,
     fusion: str = DEFAULT_FUSION,
+    center: bool = False,
 ) -> dict[str, float]:
     """nDCG@k, MRR@k and Recall@k (every k of `k_values`) of `retriever` on a BEIR folder; with
-    `hybrid`, of the retriever's run fused with BM25's by `fusion` (`revela_hf.search.fusion`)."""
+    `hybrid`, of the retriever's run fused with BM25's by `fusion` (`revela_hf.search.fusion`); with `center`, of
+    query-set centred embeddings (`revela_hf.search.centering`)."""
     dataset = load_beir(data_dir, split=split)
     top_k = max(k_values)
-    run = retrieve(retriever, dataset, top_k=top_k, batch_size=batch_size)
+    run = retrieve(retriever, dataset, top_k=top_k, batch_size=batch_size, center=center)
     if hybrid:
         run = hybrid_runs({"dense": run}, dataset, top_k, fusion)[hybrid_name("dense", fusion)]
     return retrieval_metrics(dataset.qrels, run, k_values)
+
+
+def centred_name(retriever: str) -> str:
+    """The results-table row of `retriever`'s query-set centred run."""
+    return f"{retriever} (query-set centred)"
+
+
+def named_runs(name: str, retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> dict[str, Run]:
+    """{name: the run of `retriever`}, and with `center` (a dense retriever) {centred_name(name): its run of query-set
+    centred embeddings}, from one encoding."""
+    if isinstance(retriever, str) and retriever.lower() == BM25:
+        return {name: retrieve(BM25, dataset, top_k=top_k)}
+    runs = dense_runs(retriever, dataset, top_k, batch_size, center=center)
+    return {name: runs[False], **({centred_name(name): runs[True]} if center else {})}
 
 
 def hybrid_name(retriever: str, fusion: str = DEFAULT_FUSION) -> str:
@@ -84,12 +118,16 @@ def evaluate_table(
     split: str = "test",
     hybrid: bool = False,
     fusion: str = DEFAULT_FUSION,
+    center: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """{retriever name: metrics} for several retrievers on the same BEIR folder; with `hybrid`, a row
-    more per dense retriever: its run fused with BM25's by `fusion` (each run computed once)."""
+    """{retriever name: metrics} for several retrievers on the same BEIR folder; with `center`, a row more per
+    dense retriever: its query-set centred run (`centred_name`); with `hybrid`, a row more per dense run: fused
+    with BM25's by `fusion` (each retriever encodes the set once)."""
     dataset = load_beir(data_dir, split=split)
     top_k = max(k_values)
-    runs = {name: retrieve(name, dataset, top_k=top_k, batch_size=batch_size) for name in retrievers}
+    runs = {}
+    for name in retrievers:
+        runs.update(named_runs(name, name, dataset, top_k, batch_size, center))
     if hybrid:
         runs.update(hybrid_runs(runs, dataset, top_k, fusion))
     return {name: retrieval_metrics(dataset.qrels, run, k_values) for name, run in runs.items()}
