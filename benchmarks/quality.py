@@ -15,6 +15,8 @@ Prints one JSON object (per set and system: metrics, nDCG@10 over BM25; per syst
 means) on stdout, the Markdown tables on stderr, and writes them (`suite.md`) and a bar plot of
 nDCG@10 (`suite.png`) into `--root`, beside the sets. `--baselines bm25` skips the slow baselines;
 `--cache FILE` keeps every measured (system, run, set) so that a stopped run resumes.
+`--hybrid` adds each trained retriever fused with BM25 (every fusion); `--center-queries` adds every dense system's
+query-set centred run (`revela_hf.search.centering`; transductive: it uses the set's queries together).
 
     PYTHONPATH=src python benchmarks/quality.py --suite [--root revela-suite] [--sets humaneval,stdlib]
         [--retriever revela=run-seed0/retriever --retriever revela=run-seed1/retriever]
