@@ -19,6 +19,11 @@ HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 BM25 = "bm25"
 
 
+def is_bm25(retriever: Any) -> bool:
+    """Whether `retriever` names the BM25 baseline."""
+    return isinstance(retriever, str) and retriever.lower() == BM25
+
+
 def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> Run:
     """Run every query of `dataset` against its corpus: {query id: {doc id: score}} for the `top_k` best docs.
 
@@ -29,28 +34,28 @@ def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size:
     """
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
-    if isinstance(retriever, str) and retriever.lower() == BM25:
+    if is_bm25(retriever):
         if center:
             raise ValueError("query-set centering applies to dense retrievers, not BM25")
         doc_ids, doc_texts = dataset.doc_texts()
         query_ids = list(dataset.queries)
         return dict(zip(query_ids, BM25Retriever(doc_ids, doc_texts).search([dataset.queries[q] for q in query_ids], top_k)))
-    return dense_runs(retriever, dataset, top_k, batch_size, center=center)[center]
+    return dense_runs(retriever, dataset, top_k, batch_size, centrings=(center,))[center]
 
 
-def dense_runs(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> dict[bool, Run]:
-    """{False: the dense retriever's run} and with `center` also {True: the run of the same embeddings, query-set
-    centred}: the corpus is encoded once."""
+def dense_runs(
+    retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, centrings: tuple[bool, ...] = (False,)
+) -> dict[bool, Run]:
+    """{centred: run} of a dense retriever for each of `centrings` (False: plain cosine, True: query-set centred),
+    from one encoding of the set."""
     doc_ids, doc_texts = dataset.doc_texts()
     query_ids = list(dataset.queries)
     encoder = load_encoder(retriever) if isinstance(retriever, (str, Path)) else as_encoder(retriever)
-    corpus_emb = encoder.encode_corpus(doc_texts, batch_size=batch_size)
-    query_emb = encoder.encode_queries([dataset.queries[q] for q in query_ids], batch_size=batch_size)
-    embeddings = {False: (query_emb, corpus_emb)}
-    if center:
-        embeddings[True] = center_query_set(query_emb, corpus_emb)
+    corpus_emb = encoder.encode_corpus(doc_texts, batch_size=batch_size)  # (N, E)
+    query_emb = encoder.encode_queries([dataset.queries[q] for q in query_ids], batch_size=batch_size)  # (Q, E)
     runs = {}
-    for centred, (queries, corpus) in embeddings.items():
+    for centred in centrings:
+        queries, corpus = center_query_set(query_emb, corpus_emb) if centred else (query_emb, corpus_emb)
         scores, rows = search_faiss(new_faiss_index(corpus), queries, top_k)
         runs[centred] = {
             qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows) if r >= 0}
@@ -88,10 +93,10 @@ def centred_name(retriever: str) -> str:
 def named_runs(name: str, retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> dict[str, Run]:
     """{name: the run of `retriever`}, and with `center` (a dense retriever) {centred_name(name): its run of query-set
     centred embeddings}, from one encoding."""
-    if isinstance(retriever, str) and retriever.lower() == BM25:
+    if is_bm25(retriever):
         return {name: retrieve(BM25, dataset, top_k=top_k)}
-    runs = dense_runs(retriever, dataset, top_k, batch_size, center=center)
-    return {name: runs[False], **({centred_name(name): runs[True]} if center else {})}
+    runs = dense_runs(retriever, dataset, top_k, batch_size, centrings=(False, True) if center else (False,))
+    return {centred_name(name) if centred else name: run for centred, run in runs.items()}
 
 
 def hybrid_name(retriever: str, fusion: str = DEFAULT_FUSION) -> str:
@@ -102,11 +107,11 @@ def hybrid_name(retriever: str, fusion: str = DEFAULT_FUSION) -> str:
 def hybrid_runs(runs: dict[str, Run], dataset: BeirDataset, top_k: int = 100, fusion: str = DEFAULT_FUSION) -> dict[str, Run]:
     """Every dense run of `runs` ({name: run}) fused with BM25's by `fusion`, keyed by `hybrid_name`; BM25's run
     is computed once, or taken from `runs` when it is there."""
-    lexical = next((run for name, run in runs.items() if name.lower() == BM25), None)
+    lexical = next((run for name, run in runs.items() if is_bm25(name)), None)
     if lexical is None:
         lexical = retrieve(BM25, dataset, top_k=top_k)
     return {
-        hybrid_name(name, fusion): fuse([run, lexical], fusion, top_k) for name, run in runs.items() if name.lower() != BM25
+        hybrid_name(name, fusion): fuse([run, lexical], fusion, top_k) for name, run in runs.items() if not is_bm25(name)
     }
 
 
