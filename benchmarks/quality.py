@@ -16,7 +16,9 @@ means) on stdout, the Markdown tables on stderr, and writes them (`suite.md`) an
 nDCG@10 (`suite.png`) into `--root`, beside the sets. `--baselines bm25` skips the slow baselines;
 `--cache FILE` keeps every measured (system, run, set) so that a stopped run resumes.
 `--hybrid` adds each trained retriever fused with BM25 (every fusion); `--center-queries` adds every dense system's
-query-set centred run (`revela_hf.search.centering`; transductive: it uses the set's queries together).
+query-set centred run (`revela_hf.search.centering`; transductive: it uses the set's queries together), and
+`--center-queries K` the run with each query centred on K held-out queries (what an index calibrated on K example
+queries does).
 
     PYTHONPATH=src python benchmarks/quality.py --suite [--root revela-suite] [--sets humaneval,stdlib]
         [--retriever revela=run-seed0/retriever --retriever revela=run-seed1/retriever]
@@ -35,6 +37,7 @@ from typing import Any
 
 import torch
 
+from revela_hf.commands import add_center_queries
 from revela_hf.demo import run_demo
 from revela_hf.demo.assets import log, minilm_path, smollm2_path
 from revela_hf.demo.benchmark_sets import BUILDERS, build_suite
@@ -102,12 +105,12 @@ class ResultCache:
 
 def _evaluate_on_sets(
     load: Callable[[], Any], run: str, folders: dict[str, str], name: str, cache: ResultCache, hybrid: bool = False,
-    center: bool = False,
+    center: bool | int = False,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{system: {set: metrics}} of one retriever (`run` names it: a folder, or "baseline"), loaded once, only
     if a set is not cached; with `center` (a dense retriever), also of its query-set centred run; with `hybrid`,
     also of each of these runs fused with BM25's by every fusion of `FUSIONS`."""
-    plain = [name, centred_name(name)] if center else [name]
+    plain = [name, centred_name(name, center)] if center else [name]
     systems = [*plain, *(hybrid_name(p, fusion) for p in plain for fusion in FUSIONS)] if hybrid else plain
     retriever = None
     scores: dict[str, dict[str, dict[str, float]]] = {system: {} for system in systems}
@@ -200,7 +203,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         dense = name != BM25_NAME
         for load, run in runs:
             found = _evaluate_on_sets(load, run, folders, name, cache, hybrid=args.hybrid and name in trained,
-                                      center=args.center_queries and dense)
+                                      center=args.center_queries if dense else False)
             for system, scores in found.items():
                 measured.setdefault(system, []).append(scores)
     summaries = {system: summarize(per_run, names) for system, per_run in measured.items()}
@@ -260,7 +263,7 @@ def main() -> None:
     parser.add_argument("--baselines", default="untrained,bm25,minilm", help=f"comma-separated subset of {','.join(BASELINES)}; bm25 always runs (--suite)")
     parser.add_argument("--retriever", action="append", default=[], metavar="LABEL=PATH", help="trained retriever folder; repeat a label for seeds (--suite)")
     parser.add_argument("--hybrid", action="store_true", help="also every trained retriever fused with BM25, by normalised scores and by reciprocal rank (--suite)")
-    parser.add_argument("--center-queries", action="store_true", help="also every dense system query-set centred (revela evaluate --center-queries; --suite)")
+    add_center_queries(parser, "also every dense system query-set centred, on its set's mean or (K) on K held-out queries (revela evaluate --center-queries; --suite)")
     parser.add_argument("--cache", help="JSON-lines file of measured (system, run, set) metrics, reused by a re-run (--suite)")
     parser.add_argument("--concode", help="CONCODE jsonl (default $REVELA_CONCODE or ../shared/data/codexglue/concode-dev.jsonl)")
     parser.add_argument("--foldoc", help="folder of foldoc.index + foldoc.dict.dz (default /usr/share/dictd)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -22,7 +23,7 @@ from revela_hf.evaluation import (
     recall_at_k,
     write_beir,
 )
-from revela_hf.search import center_query_set, fuse, score_fusion, z_score_fusion
+from revela_hf.search import center_held_out, center_query_set, fuse, score_fusion, z_score_fusion
 
 QRELS = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
 RESULTS = {"q1": {"d2": 0.9, "d3": 0.8, "d1": 0.7}, "q2": {"d1": 0.5}}
@@ -242,6 +243,32 @@ def test_center_query_set_follows_the_formula():
         center_query_set(queries[0], corpus)
 
 
+def test_center_held_out_uses_k_other_queries_per_half():
+    rng = np.random.default_rng(1)
+    queries, corpus = rng.normal(size=(7, 5)) + 2.0, rng.normal(size=(6, 5))
+    got_q, got_d = center_held_out(queries, corpus, k=2, seed=3)
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    # Brute force: each query is unit(u_i - mean of some 2 *other* queries); those 2 are the same for its whole half
+    # and lie in the other half.
+    used = {}
+    for i in range(len(queries)):
+        matches = [pair for pair in itertools.combinations(range(len(queries)), 2) if i not in pair
+                   and np.allclose(got_q[i], (u := unit[i] - unit[list(pair)].mean(0)) / np.linalg.norm(u), atol=1e-5)]
+        assert len(matches) == 1
+        used[i] = matches[0]
+    halves = {}
+    for i, pair in used.items():
+        halves.setdefault(pair, set()).add(i)
+    assert len(halves) == 2 and sorted(len(h) for h in halves.values()) == [3, 4]
+    for pair, half in halves.items():
+        assert not half & set(pair)
+    assert got_d == pytest.approx(center_query_set(queries, corpus)[1])
+    with pytest.raises(ValueError, match="k >= 2"):
+        center_held_out(queries, corpus, k=1)
+    with pytest.raises(ValueError, match="Q >= 8"):
+        center_held_out(queries, corpus, k=4)
+
+
 def test_query_set_centring_removes_the_shared_direction(hub_folder):
     plain = evaluate_retrieval(HubEncoder(), hub_folder, k_values=(1, 10))
     centred = evaluate_retrieval(HubEncoder(), hub_folder, k_values=(1, 10), center=True)
@@ -263,3 +290,17 @@ def test_cli_evaluate_center_queries(beir_folder, tmp_path):
     assert set(results) == {minilm_path(), name, "bm25", hybrid_name(minilm_path()), hybrid_name(name)}
     assert results[name] == evaluate_retrieval(minilm_path(), beir_folder, center=True)
     assert results[hybrid_name(name)] == evaluate_retrieval(minilm_path(), beir_folder, hybrid=True, center=True)
+    facts = {"paris": "Paris is the capital of France", "py": "Python is a programming language",
+             "cat": "Cats are small felines that purr", "nile": "The Nile is a long river in Africa"}
+    questions = {"paris": "capital of France?", "py": "which programming language?", "cat": "what animal purrs?",
+                 "nile": "a long African river?"}
+    four = write_beir(tmp_path / "four", BeirDataset(corpus={k: {"title": "", "text": v} for k, v in facts.items()},
+                                                     queries={f"q{k}": v for k, v in questions.items()},
+                                                     qrels={f"q{k}": {k: 1} for k in facts}))
+    assert main(["evaluate", "--retriever", minilm_path(), "--data", str(four), "--output", str(out), "--center-queries", "2"]) == 0
+    results = json.loads(out.read_text())["results"]
+    held_out = centred_name(minilm_path(), 2)
+    assert held_out == f"{minilm_path()} (centred on 2 held-out queries)" and set(results) == {minilm_path(), held_out, "bm25"}
+    assert results[held_out] == evaluate_retrieval(minilm_path(), four, center=2)
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--retriever", minilm_path(), "--data", str(four), "--center-queries", "1"])

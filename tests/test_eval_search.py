@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -79,6 +80,42 @@ def test_index_errors(tmp_path):
         ShardedIndex.load(tmp_path / "missing")
 
 
+class OffsetEncoder:
+    """Text -> a fixed random vector seeded by the text; queries also lie along one shared direction (axis 0)."""
+
+    def encode_corpus(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=6) for t in texts]).astype(np.float32)
+
+    def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.encode_corpus(texts) + np.array([4.0, 0, 0, 0, 0, 0], dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_calibrated_index_centres_every_query_searched(tmp_path, kind):
+    calibration = [f"example question {i}" for i in range(5)]
+    index = ShardedIndex.build(OffsetEncoder(), iter(DOCS), tmp_path / "idx", kind=kind, shard_size=3,
+                               calibration_queries=calibration)
+    reopened = ShardedIndex.load(tmp_path / "idx")
+    assert reopened.config.calibration_queries == 5 and reopened.config.dim == 6
+    # The formula written out: unit rows, each side minus its mean (the calibration queries' for queries, the
+    # corpus's for documents), unit rows again, inner products.
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    docs = unit(OffsetEncoder().encode_corpus([t for _, t in DOCS]))
+    query_mean = unit(OffsetEncoder().encode_queries(calibration)).mean(axis=0)
+    for query in ("a new question", "another one"):  # each searched alone
+        q = unit(unit(OffsetEncoder().encode_queries([query])) - query_mean)
+        scores = (q @ unit(docs - docs.mean(axis=0)).T)[0]
+        expected = [(DOCS[i][0], pytest.approx(float(scores[i]), abs=1e-5)) for i in np.argsort(-scores)[:4]]
+        hits = reopened.search(OffsetEncoder().encode_queries([query]), top_k=4)[0]
+        assert [(h.doc_id, h.score) for h in hits] == expected
+    assert index.centering()["doc_mean"] == pytest.approx(docs.mean(axis=0), abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 calibration queries, got 1"):
+        ShardedIndex.build(OffsetEncoder(), iter(DOCS), tmp_path / "one", calibration_queries=["only one"])
+    (tmp_path / "idx" / reopened.config.generation / "centering.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="centering.npz is missing"):
+        reopened.search(OffsetEncoder().encode_queries(["a new question"]))
+
+
 def test_cli_index_and_search(tmp_path, capsys):
     from revela_hf.demo.assets import minilm_path
     from revela_hf.cli import main
@@ -92,3 +129,10 @@ def test_cli_index_and_search(tmp_path, capsys):
         assert main(["search", "what is the capital city of France?", "--index", str(tmp_path / "idx"), "--top-k", "2", "--json", *mode]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["hits"][0]["id"] == "paris" and len(result["hits"]) == 2
+    examples = tmp_path / "examples.txt"
+    examples.write_text("which language has readable syntax?\n\nwhat animal purrs?\n", encoding="utf-8")
+    assert main(["index", "--retriever", minilm_path(), "--corpus", str(data), "--output", str(tmp_path / "centred"),
+                 "--calibration-queries", str(examples)]) == 0
+    assert "centred on 2 calibration queries" in capsys.readouterr().out
+    assert main(["search", "what is the capital city of France?", "--index", str(tmp_path / "centred"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "paris"

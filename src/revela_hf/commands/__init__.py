@@ -35,6 +35,17 @@ def positive_float(text: str) -> float:
 
 positive_int = int_at_least(1)
 
+CENTER_QUERIES_HELP = ("add a row per dense retriever: its scores after query-set centring (each embedding minus its set's "
+                       "mean, queries' and documents' apart, normalised again). Alone, the queries are centred on their "
+                       "own mean (all the queries at once: batch search); with K, each query on the mean of K other "
+                       "queries (the set split in two halves, each centred on K queries of the other): what an index "
+                       "built with `revela index --calibration-queries` of K example queries does for a new query")
+
+
+def add_center_queries(parser: argparse.ArgumentParser, help: str = CENTER_QUERIES_HELP) -> None:
+    """`--center-queries [K]`: False when absent, True alone, an int K >= 2 with a number (`retrieve`'s `center`)."""
+    parser.add_argument("--center-queries", nargs="?", const=True, default=False, type=int_at_least(2), metavar="K", help=help)
+
 
 def layer_list(text: str) -> list[int] | None:
     """An argparse `type` for comma-separated layer numbers (negative = from the top), or 'all' (None)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from revela_hf.commands import positive_int
+from revela_hf.commands import add_center_queries, positive_int
 from revela_hf.search.fusion import DEFAULT_FUSION, FUSION_HELP, FUSIONS
 
 
@@ -22,10 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-bm25", action="store_true", help="do not add BM25 to the table")
     parser.add_argument("--hybrid", action="store_true", help="add a row per dense retriever: its ranking fused with BM25's")
     parser.add_argument("--fusion", choices=list(FUSIONS), default=DEFAULT_FUSION, help=FUSION_HELP)
-    parser.add_argument("--center-queries", action="store_true",
-                        help="add a row per dense retriever: its scores after query-set centring (each embedding minus "
-                             "its set's mean, queries' and documents' apart, normalised again); it uses all the queries "
-                             "at once, so it measures batch search, not one query alone")
+    add_center_queries(parser)
     parser.set_defaults(func=run)
 
 

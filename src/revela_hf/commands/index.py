@@ -20,13 +20,16 @@ def register(subparsers) -> None:
     parser.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (default 32)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--hybrid", action="store_true", help="also build a BM25 index, for `revela search --hybrid`")
+    parser.add_argument("--calibration-queries", metavar="FILE",
+                        help="unlabelled example queries (queries.jsonl, or one per line; 16 or more): centre the index "
+                             "on them and on the corpus (query-set centering), which every later search uses")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from revela_hf.evaluation.beir import iter_corpus
+    from revela_hf.evaluation.beir import iter_corpus, read_query_texts
     from revela_hf.hub import model_reference
     from revela_hf.search import ShardedIndex, load_encoder
 
@@ -34,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
     folder = corpus if corpus.is_dir() else corpus.parent
     if not corpus.is_dir() and corpus.name != "corpus.jsonl":
         raise ValueError(f"--corpus must be a corpus.jsonl file or a BEIR folder, got {corpus}")
+    calibration = read_query_texts(args.calibration_queries) if args.calibration_queries else None
     index = ShardedIndex.build(load_encoder(args.retriever), iter_corpus(folder), args.output, kind=args.kind,
                                shard_size=args.shard_size, batch_size=args.batch_size, hnsw_m=args.hnsw_m,
-                               encoder_name=model_reference(args.retriever), lexical=args.hybrid)
+                               encoder_name=model_reference(args.retriever), lexical=args.hybrid,
+                               calibration_queries=calibration)
     lexical = " and a BM25 index" if args.hybrid else ""
-    print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s){lexical} at {args.output}")
+    centred = f", centred on {len(calibration)} calibration queries" if calibration else ""
+    print(f"indexed {index.config.num_docs} documents in {len(index.config.shards)} {args.kind} shard(s){lexical}{centred} at {args.output}")
     return 0

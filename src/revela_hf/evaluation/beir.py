@@ -75,6 +75,14 @@ def iter_corpus(data_dir: str | Path) -> Iterator[tuple[str, str]]:
         yield row_field(row, "_id", path), doc_text(row)
 
 
+def read_query_texts(path: str | Path) -> list[str]:
+    """Query texts from a BEIR `queries.jsonl` (each row's `text`) or a text file (one query per non-blank line)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return [row_field(row, "text", path) for row in iter_jsonl(path)]
+    return [line.strip() for line in _require(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """A qrels TSV (header row, then query-id, corpus-id, score)."""
     qrels: dict[str, dict[str, int]] = {}

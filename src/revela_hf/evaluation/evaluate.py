@@ -11,7 +11,7 @@ from revela_hf.search.bm25 import BM25Retriever
 from revela_hf.search.fusion import DEFAULT_FUSION, FUSION_LABELS, Run, fuse
 from revela_hf.evaluation.metrics import retrieval_metrics
 from revela_hf.io import write_json_atomically
-from revela_hf.search.centering import center_query_set
+from revela_hf.search.centering import center_for_search
 from revela_hf.search.encoders import as_encoder, load_encoder
 from revela_hf.search.index import new_faiss_index, search_faiss
 
@@ -24,13 +24,14 @@ def is_bm25(retriever: Any) -> bool:
     return isinstance(retriever, str) and retriever.lower() == BM25
 
 
-def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> Run:
+def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool | int = False) -> Run:
     """Run every query of `dataset` against its corpus: {query id: {doc id: score}} for the `top_k` best docs.
 
     `retriever` is "bm25", a folder or Hub repo id (Revela or sentence-transformers), or a model
     object (RevelaRetriever, SentenceTransformer, anything with encode_queries/encode_corpus).
     Dense scores are inner products, so retrievers are expected to normalise (Revela does); with `center`,
-    of query-set centred embeddings (`revela_hf.search.centering`; dense retrievers only).
+    of query-set centred embeddings (`revela_hf.search.centering`; dense retrievers only): True centres the queries
+    on their own mean, an int k each query on the mean of k held-out queries (`center_held_out`).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
@@ -44,10 +45,10 @@ def retrieve(retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size:
 
 
 def dense_runs(
-    retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, centrings: tuple[bool, ...] = (False,)
-) -> dict[bool, Run]:
-    """{centred: run} of a dense retriever for each of `centrings` (False: plain cosine, True: query-set centred),
-    from one encoding of the set."""
+    retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, centrings: tuple[bool | int, ...] = (False,)
+) -> dict[bool | int, Run]:
+    """{centring: run} of a dense retriever for each of `centrings` (False: plain cosine; True or a number of
+    held-out queries: query-set centred, as `retrieve`'s `center`), from one encoding of the set."""
     doc_ids, doc_texts = dataset.doc_texts()
     query_ids = list(dataset.queries)
     encoder = load_encoder(retriever) if isinstance(retriever, (str, Path)) else as_encoder(retriever)
@@ -55,7 +56,7 @@ def dense_runs(
     query_emb = encoder.encode_queries([dataset.queries[q] for q in query_ids], batch_size=batch_size)  # (Q, E)
     runs = {}
     for centred in centrings:
-        queries, corpus = center_query_set(query_emb, corpus_emb) if centred else (query_emb, corpus_emb)
+        queries, corpus = center_for_search(query_emb, corpus_emb, centred) if centred else (query_emb, corpus_emb)
         scores, rows = search_faiss(new_faiss_index(corpus), queries, top_k)
         runs[centred] = {
             qid: {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows) if r >= 0}
@@ -72,11 +73,11 @@ def evaluate_retrieval(
     split: str = "test",
     hybrid: bool = False,
     fusion: str = DEFAULT_FUSION,
-    center: bool = False,
+    center: bool | int = False,
 ) -> dict[str, float]:
     """nDCG@k, MRR@k and Recall@k (every k of `k_values`) of `retriever` on a BEIR folder; with
     `hybrid`, of the retriever's run fused with BM25's by `fusion` (`revela_hf.search.fusion`); with `center`, of
-    query-set centred embeddings (`revela_hf.search.centering`)."""
+    query-set centred embeddings (as `retrieve`'s `center`)."""
     dataset = load_beir(data_dir, split=split)
     top_k = max(k_values)
     run = retrieve(retriever, dataset, top_k=top_k, batch_size=batch_size, center=center)
@@ -85,18 +86,20 @@ def evaluate_retrieval(
     return retrieval_metrics(dataset.qrels, run, k_values)
 
 
-def centred_name(retriever: str) -> str:
-    """The results-table row of `retriever`'s query-set centred run."""
-    return f"{retriever} (query-set centred)"
+def centred_name(retriever: str, center: bool | int = True) -> str:
+    """The results-table row of `retriever`'s query-set centred run (`center` as `retrieve`'s)."""
+    return f"{retriever} (query-set centred)" if center is True else f"{retriever} (centred on {center} held-out queries)"
 
 
-def named_runs(name: str, retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool = False) -> dict[str, Run]:
-    """{name: the run of `retriever`}, and with `center` (a dense retriever) {centred_name(name): its run of query-set
-    centred embeddings}, from one encoding."""
+def named_runs(
+    name: str, retriever: Any, dataset: BeirDataset, top_k: int = 100, batch_size: int = 32, center: bool | int = False
+) -> dict[str, Run]:
+    """{name: the run of `retriever`}, and with `center` (a dense retriever) {centred_name(name, center): its run of
+    query-set centred embeddings}, from one encoding."""
     if is_bm25(retriever):
         return {name: retrieve(BM25, dataset, top_k=top_k)}
-    runs = dense_runs(retriever, dataset, top_k, batch_size, centrings=(False, True) if center else (False,))
-    return {centred_name(name) if centred else name: run for centred, run in runs.items()}
+    runs = dense_runs(retriever, dataset, top_k, batch_size, centrings=(False, center) if center else (False,))
+    return {centred_name(name, centred) if centred else name: run for centred, run in runs.items()}
 
 
 def hybrid_name(retriever: str, fusion: str = DEFAULT_FUSION) -> str:
@@ -123,7 +126,7 @@ def evaluate_table(
     split: str = "test",
     hybrid: bool = False,
     fusion: str = DEFAULT_FUSION,
-    center: bool = False,
+    center: bool | int = False,
 ) -> dict[str, dict[str, float]]:
     """{retriever name: metrics} for several retrievers on the same BEIR folder; with `center`, a row more per
     dense retriever: its query-set centred run (`centred_name`); with `hybrid`, a row more per dense run: fused

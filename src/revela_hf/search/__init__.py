@@ -7,6 +7,7 @@ _EXPORTS = {
     "BM25Retriever": "revela_hf.search.bm25",
     "Encoder": "revela_hf.encoders",
     "as_encoder": "revela_hf.search.encoders",
+    "center_held_out": "revela_hf.search.centering",
     "center_query_set": "revela_hf.search.centering",
     "load_encoder": "revela_hf.search.encoders",
     "DEFAULT_FUSION": "revela_hf.search.fusion",

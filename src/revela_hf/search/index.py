@@ -6,7 +6,10 @@ An index folder holds `index.json` (settings, shard list and generation) and a g
 building and while searching, so a corpus larger than memory can be indexed by choosing
 `shard_size` small enough. A hybrid index (`lexical=True`) also holds `bm25/`, a BM25 index of the
 whole corpus (bm25s; its documents are keyed by shard and row), and `search_hybrid` fuses the
-dense and the BM25 rankings by reciprocal rank.
+dense and the BM25 rankings (normalised scores by default). An index calibrated on example queries
+(`calibration_queries`) is query-set centred (`revela_hf.search.centering`): its shards hold the documents centred
+on the corpus mean, `centering.npz` holds that mean and the example queries' mean, and every query searched is
+centred on the latter, so a single query gets the calibration a batch of its kind would give.
 
 Rebuilding writes a new generation beside the old one and then switches `index.json` atomically,
 under the index's lock (`revela_hf.io`): a reader sees the old index or the new one, never a mix,
@@ -21,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ import faiss
 import numpy as np
 
 from revela_hf.search.bm25 import BM25Retriever
+from revela_hf.search.centering import center, embedding_mean, unit_rows
 from revela_hf.search.fusion import DEFAULT_FUSION, fuse
 from revela_hf.io import absolute, fault_point, fsync_tree, output_lock, write_json_atomically
 from revela_hf.encoders import Encoder
@@ -38,6 +42,7 @@ INDEX_CONFIG = "index.json"
 GENERATION_PREFIX = "gen-"
 _BUILDING_PREFIX = ".building-"
 LEXICAL_DIR = "bm25"
+CENTERING_FILE = "centering.npz"  # query_mean and doc_mean (E,) of a calibrated index
 HYBRID_DEPTH = 100  # documents each ranking contributes to the fusion
 
 
@@ -68,6 +73,7 @@ class IndexConfig:
     hnsw_m: int = 32
     generation: str = ""  # sub-folder holding the shards ("" = the index folder itself, the older layout)
     lexical: bool = False  # holds a BM25 index too (`search_hybrid`)
+    calibration_queries: int = 0  # example queries it is centred on (0: plain cosine)
 
 
 @dataclass
@@ -104,13 +110,17 @@ class ShardedIndex:
         hnsw_m: int = 32,
         encoder_name: str | None = None,
         lexical: bool = False,
+        calibration_queries: Sequence[str] | None = None,
     ) -> ShardedIndex:
         """Encode (doc id, text) pairs with `encoder.encode_corpus` and write them shard by shard; with
-        `lexical`, a BM25 index of every document too (in memory at once while it is built)."""
+        `lexical`, a BM25 index of every document too (in memory at once while it is built); with
+        `calibration_queries` (at least 2 unlabelled examples of the queries it will be asked), centred on them."""
         if kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {kind!r}")
         if shard_size < 1:
             raise ValueError(f"shard_size must be positive, got {shard_size}")
+        if calibration_queries is not None and len(calibration_queries) < 2:
+            raise ValueError(f"centering an index needs at least 2 calibration queries, got {len(calibration_queries)}")
         root = absolute(output_dir)
         with output_lock(root):
             _check_index_target(root)
@@ -119,14 +129,21 @@ class ShardedIndex:
             try:
                 config = IndexConfig(kind=kind, dim=0, num_docs=0, encoder=encoder_name, hnsw_m=hnsw_m, lexical=lexical,
                                      generation=GENERATION_PREFIX + building.name.removeprefix(_BUILDING_PREFIX))
+                unit_sum = 0.0  # (E,) sum of the documents' unit embeddings
                 for number, batch in enumerate(_batches(docs, shard_size)):
                     name = f"shard_{number:05d}"
-                    config.dim = _write_shard(encoder, batch, building / name, kind, hnsw_m, batch_size)
+                    unit_sum = unit_sum + _write_shard(encoder, batch, building / name, kind, hnsw_m, batch_size)
                     config.num_docs += len(batch)
                     config.shards.append(name)
                     fault_point("index:shard")
                 if not config.shards:
                     raise ValueError("cannot index an empty corpus")
+                config.dim = len(unit_sum)
+                if calibration_queries is not None:
+                    query_mean = embedding_mean(encoder.encode_queries(list(calibration_queries), batch_size=batch_size),
+                                                "calibration queries")
+                    _center_shards(building, config, query_mean, unit_sum / config.num_docs)
+                    config.calibration_queries = len(calibration_queries)
                 if lexical:
                     _write_lexical(building, config.shards)
                 fsync_tree(building)
@@ -180,6 +197,8 @@ class ShardedIndex:
             raise ValueError(f"top_k must be positive, got {top_k}")
         if query_embeddings.ndim != 2 or query_embeddings.shape[1] != self.config.dim:
             raise ValueError(f"query embeddings must be (N, {self.config.dim}), got {query_embeddings.shape}")
+        if self.config.calibration_queries:
+            query_embeddings = center(query_embeddings, self.centering()["query_mean"])
         best: list[list[tuple[float, str, int]]] = [[] for _ in range(len(query_embeddings))]
         for name in self.config.shards:
             scores, rows = search_faiss(faiss.read_index(str(self.shard_path(name, ".faiss"))), query_embeddings, top_k)
@@ -187,6 +206,14 @@ class ShardedIndex:
                 candidates = [(float(s), name, int(r)) for s, r in zip(q_scores, q_rows) if r >= 0]
                 best[q] = heapq.nlargest(top_k, best[q] + candidates, key=lambda c: c[0])
         return best
+
+    def centering(self) -> dict[str, np.ndarray]:
+        """`query_mean` and `doc_mean` (E,) of a calibrated index."""
+        path = self.root / self.config.generation / CENTERING_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"the index at {self.root} is calibrated but {path} is missing; rebuild it with `revela index`")
+        with np.load(path) as stored:
+            return {key: stored[key] for key in ("query_mean", "doc_mean")}
 
     def _hits(self, candidates: list[tuple[float, str, int]]) -> list[Hit]:
         wanted = {(name, row) for _, name, row in candidates}
@@ -199,14 +226,25 @@ class ShardedIndex:
         return [Hit(doc_id=docs[(name, row)]["id"], score=score, text=docs[(name, row)]["text"]) for score, name, row in candidates]
 
 
-def _write_shard(encoder: Encoder, batch: list[tuple[str, str]], stem: Path, kind: str, hnsw_m: int, batch_size: int) -> int:
-    """Encode one shard's documents and write `stem.faiss` and `stem.jsonl`; returns the embedding size."""
-    embeddings = encoder.encode_corpus([text for _, text in batch], batch_size=batch_size)
+def _write_shard(encoder: Encoder, batch: list[tuple[str, str]], stem: Path, kind: str, hnsw_m: int, batch_size: int) -> np.ndarray:
+    """Encode one shard's documents and write `stem.faiss` and `stem.jsonl`; returns the sum (E,) of their unit
+    embeddings."""
+    embeddings = encoder.encode_corpus([text for _, text in batch], batch_size=batch_size)  # (n, E)
     faiss.write_index(new_faiss_index(embeddings, kind, hnsw_m), str(stem.with_suffix(".faiss")))
     with open(stem.with_suffix(".jsonl"), "w", encoding="utf-8") as handle:
         for doc_id, text in batch:
             handle.write(json.dumps({"id": doc_id, "text": text}) + "\n")
-    return embeddings.shape[1]
+    return unit_rows(embeddings).sum(axis=0)
+
+
+def _center_shards(building: Path, config: IndexConfig, query_mean: np.ndarray, doc_mean: np.ndarray) -> None:
+    """Rewrite every shard of `building` with its documents centred on `doc_mean`, one shard in memory at a time,
+    and store both means in `CENTERING_FILE`."""
+    for name in config.shards:
+        path = str(building / f"{name}.faiss")
+        stored = faiss.read_index(path)
+        faiss.write_index(new_faiss_index(center(stored.reconstruct_n(0, stored.ntotal), doc_mean), config.kind, config.hnsw_m), path)
+    np.savez(building / CENTERING_FILE, query_mean=query_mean, doc_mean=doc_mean)
 
 
 def _row_key(shard: str, row: int) -> str:
