@@ -27,9 +27,11 @@ from revela_hf.evaluation.plots import pyplot
 from revela_hf.demo.humaneval import build_humaneval_beir
 from revela_hf.io import write_file_atomically, write_json_atomically
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
-from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS, Budget, trained_name, untrained_name
+from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS, Budget, projected_name, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.retriever import RevelaRetriever, check_pooling
+from revela_hf.search.encoders import as_encoder
+from revela_hf.search.projection import docstring_descriptions, project_retriever
 from revela_hf.training import ModelSpec, train
 
 
@@ -46,15 +48,20 @@ class RetrievalCurve(TrainerCallback):
         print(f"[revela demo] step {state.global_step}: nDCG@10 = {100 * score:.1f}", flush=True)
 
 
+def demo_source_files(plan: Budget, distributions: list[str] | None) -> list[Path]:
+    """`plan.source_files` `.py` files spread evenly over the training text of `distributions` (None: every installed
+    one): the demo's training files."""
+    sources = [p for p in training_text_sources(distributions=distributions) if p.suffix == ".py"]
+    return sources[:: max(1, len(sources) // plan.source_files)][: plan.source_files]
+
+
 def prepare_demo_corpus(
     corpus: Path, plan: Budget, grouping: str, code_units: str, seed: int, distributions: list[str] | None
 ) -> None:
-    """Write the demo's training groups to `corpus`: `plan.source_files` `.py` files spread evenly over the
-    training text of `distributions` (None: every installed one), chunked and grouped as `plan` says."""
-    sources = [p for p in training_text_sources(distributions=distributions) if p.suffix == ".py"]
-    step = max(1, len(sources) // plan.source_files)
+    """Write the demo's training groups to `corpus`: `demo_source_files(plan, distributions)`, chunked and grouped as
+    `plan` says."""
     prepare(
-        [str(p) for p in sources[::step][: plan.source_files]],
+        [str(p) for p in demo_source_files(plan, distributions)],
         corpus,
         group_size=plan.group_size,
         strategy=grouping,
@@ -149,7 +156,16 @@ def run_demo(
         base_model=recipe.hub_id,
     )
     trainer = train(spec, corpus, args, callbacks=[curve], evaluator=evaluator)
+    trained_dir = Path(args.output_dir) / "retriever"
     table[trained_name(objective, retriever)] = evaluate_retrieval(trainer.model.retriever, beir)
+    projected_dir = None
+    if recipe.projection_directions is not None:
+        # All-but-the-top fitted on the docstrings of the demo's training text: inductive, one query at a time.
+        projected_dir = trained_dir.with_name("retriever-all-but-the-top")
+        sources = [p for p in training_text_sources(distributions=demo_distributions()) if p.suffix == ".py"]
+        project_retriever(as_encoder(trainer.model.retriever), trained_dir, projected_dir, docstring_descriptions(sources),
+                          k=recipe.projection_directions, overwrite=True)
+        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(str(projected_dir), beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {
@@ -173,7 +189,8 @@ def run_demo(
             for e in trainer.state.log_history
             if "loss" in e
         ],
-        "retriever": str(Path(args.output_dir) / "retriever"),
+        "retriever": str(trained_dir),
+        "projected_retriever": str(projected_dir) if projected_dir else None,
     }
     stem = "results" if objective == DEFAULT_OBJECTIVE else f"results-{objective}"
     write_json_atomically(out / f"{stem}.json", results)
@@ -194,6 +211,10 @@ def _plot(results: dict, path: Path, data_name: str) -> None:
     scores = [first] + [p["ndcg@10"] for p in results["curve"]]
     right.plot(steps, [100 * s for s in scores], marker="o", label=trained_name(results["objective"], results["retriever_recipe"]))
     right.axhline(100 * results["table"]["BM25"]["ndcg@10"], color="gray", linestyle="--", label="BM25")
+    projected = projected_name(trained_name(results["objective"], results["retriever_recipe"]))
+    if projected in results["table"]:
+        right.plot([steps[-1]], [100 * results["table"][projected]["ndcg@10"]], marker="*", markersize=12,
+                   linestyle="none", label="+ all-but-the-top")
     right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()
     fig.tight_layout()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from revela_hf.defaults import RECIPE_TEMPERATURE
+from revela_hf.defaults import PROJECTION_DIRECTIONS, RECIPE_TEMPERATURE
 from revela_hf.objectives.registry import get_objective
 
 
@@ -70,6 +70,7 @@ class RetrieverRecipe:
     learning_rate: float
     hub_id: str  # the Hub model its local copy stands for, named as the base model in the trained card
     encoder: bool = False
+    projection_directions: int | None = None  # all-but-the-top on the training docstrings after training (None: none)
 
 
 RETRIEVERS = {
@@ -79,7 +80,7 @@ RETRIEVERS = {
     # "Yardstick suite"); `--pooling mean` keeps it at hand.
     "smollm2": RetrieverRecipe(
         "SmolLM2-135M", pooling="eos", temperature=RECIPE_TEMPERATURE, learning_rate=3e-4,
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", projection_directions=PROJECTION_DIRECTIONS,
     ),
     # Adapting a supervised model: its cosines spread over [0, 1], so tau is a contrastive loss's 0.05
     # (at 1e-3 Sim is one-hot and passes no gradient), and a lower rate keeps what it already knows.
@@ -88,6 +89,11 @@ RETRIEVERS = {
         hub_id="sentence-transformers/all-MiniLM-L6-v2", encoder=True,
     ),
 }
+
+
+def projected_name(trained: str) -> str:
+    """The results-table row of a trained retriever with all-but-the-top post-processing."""
+    return f"{trained} + all-but-the-top"
 
 
 def untrained_name(retriever: str = "smollm2") -> str:

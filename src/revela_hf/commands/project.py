@@ -1,0 +1,53 @@
+"""`revela project --retriever R --sources SRC... --output DIR`: a copy of a retriever with all-but-the-top
+post-processing fitted on descriptions (`revela_hf.search.projection`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from revela_hf.commands import positive_int
+from revela_hf.defaults import PROJECTION_DIRECTIONS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "project", help="fit all-but-the-top post-processing on descriptions and save it with a copy of the retriever",
+        description="Encode descriptions (the docstrings of Python sources, or a file of them) as queries, fit their "
+                    "mean and top principal directions, and write a copy of the retriever that removes them from every "
+                    "query and document embedding (revela evaluate / index / search / encode apply it).")
+    parser.add_argument("--retriever", required=True, help="retriever folder")
+    parser.add_argument("--sources", nargs="*", default=[], metavar="SRC",
+                        help=".py files or folders whose function docstrings are the descriptions (the training corpus's)")
+    parser.add_argument("--installed-packages", action="store_true",
+                        help="also the .py files of this environment's installed packages (the demo's training text)")
+    parser.add_argument("--descriptions", metavar="FILE", help="descriptions, one per line (or a queries.jsonl)")
+    parser.add_argument("--output", required=True, help="folder for the projected copy (must not exist)")
+    parser.add_argument("--directions", type=int, default=PROJECTION_DIRECTIONS,
+                        help=f"top principal directions removed (default {PROJECTION_DIRECTIONS})")
+    parser.add_argument("--max-descriptions", type=positive_int, default=2000)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from revela_hf.evaluation.beir import read_query_texts
+    from revela_hf.search import load_encoder
+    from revela_hf.search.projection import docstring_descriptions, project_retriever
+
+    files = [p for src in map(Path, args.sources) for p in (sorted(src.rglob("*.py")) if src.is_dir() else [src])]
+    if args.installed_packages:
+        from revela_hf.demo.assets import training_text_sources
+
+        files += [p for p in training_text_sources() if p.suffix == ".py"]
+    descriptions = read_query_texts(args.descriptions) if args.descriptions else []
+    descriptions += docstring_descriptions(files, args.max_descriptions)
+    if not descriptions:
+        raise ValueError("no descriptions: pass --sources (or --installed-packages) with documented Python functions, "
+                         "or --descriptions FILE")
+    project_retriever(load_encoder(args.retriever), args.retriever, args.output, descriptions[: args.max_descriptions],
+                      k=args.directions, batch_size=args.batch_size)
+    print(f"fitted on {min(len(descriptions), args.max_descriptions)} descriptions, {args.directions} directions removed; "
+          f"projected retriever at {args.output}")
+    return 0

@@ -1,0 +1,137 @@
+"""All-but-the-top post-processing fitted on descriptions: an inductive cure for the shared query direction.
+
+Every description a Revela retriever cut from a decoder LM embeds (a docstring, a task statement, a dictionary
+definition) lies near one shared direction, and the descriptions of one kind share more of it (query-set centring,
+`revela_hf.search.centering`, measures that but needs the queries). Where descriptions differ most from one another
+is largely *how* they are written, not what they ask for. Fitted once on descriptions from the training corpus
+(docstrings of its functions), the projection removes their mean and their top-k principal directions from every
+embedding, queries and documents alike, and normalises again (Mu & Viswanath, "All-but-the-Top", ICLR 2018, fitted on
+the descriptions instead of all text):
+
+    x' = normalise(y - V_k^T V_k y),   y = x / |x| - mean_P,   V_k: top-k right singular vectors of (P - mean_P)
+
+It is one fixed affine map followed by normalisation: a single query needs nothing else, and it is saved beside the
+retriever (`PROJECTION_FILE`), where `load_encoder` (evaluate, index, search, encode) applies it.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from revela_hf.defaults import PROJECTION_DIRECTIONS
+from revela_hf.encoders import Encoder
+from revela_hf.io import write_file_atomically
+from revela_hf.search.centering import unit_rows
+
+PROJECTION_FILE = "all_but_the_top.npz"
+
+
+@dataclass
+class AllButTheTop:
+    """`mean` (E,) and `directions` (k, E, orthonormal rows) removed from every embedding."""
+
+    mean: np.ndarray
+    directions: np.ndarray
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, k: int = PROJECTION_DIRECTIONS) -> AllButTheTop:
+        """Fit on `(N, E)` description embeddings: their unit rows' mean and top-`k` principal directions (N > k)."""
+        if embeddings.ndim != 2:
+            raise ValueError(f"fitting all-but-the-top expects (rows, dim) embeddings, got shape {embeddings.shape}")
+        if k < 0 or len(embeddings) <= k:
+            raise ValueError(f"removing {k} directions needs more than {k} descriptions (and k >= 0), got {len(embeddings)}")
+        unit = unit_rows(embeddings)
+        mean = unit.mean(axis=0)
+        _, _, vt = np.linalg.svd(unit - mean, full_matrices=False)  # vt: (min(N, E), E)
+        return cls(mean=mean, directions=vt[:k].astype(np.float32))
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        """`(N, E)` embeddings projected and normalised again."""
+        if embeddings.shape[-1] != self.mean.shape[-1]:
+            raise ValueError(f"embeddings of width {embeddings.shape[-1]} meet a projection fitted on width {self.mean.shape[-1]}")
+        centred = unit_rows(embeddings) - self.mean  # (N, E)
+        return unit_rows(centred - (centred @ self.directions.T) @ self.directions)
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write `PROJECTION_FILE` into `folder` atomically."""
+        path = Path(folder) / PROJECTION_FILE
+        write_file_atomically(path, lambda handle: np.savez(handle, mean=self.mean, directions=self.directions), "wb")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> AllButTheTop:
+        """Read `PROJECTION_FILE` from `folder`."""
+        with np.load(Path(folder) / PROJECTION_FILE) as stored:
+            return cls(mean=stored["mean"], directions=stored["directions"])
+
+
+class ProjectedEncoder:
+    """An `Encoder` whose query and corpus embeddings both pass through `projection`."""
+
+    def __init__(self, encoder: Encoder, projection: AllButTheTop) -> None:
+        self.encoder, self.projection = encoder, projection
+
+    def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.projection(self.encoder.encode_queries(texts, batch_size=batch_size))
+
+    def encode_corpus(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.projection(self.encoder.encode_corpus(texts, batch_size=batch_size))
+
+
+def docstring_descriptions(files: Iterable[str | os.PathLike[str]], max_texts: int = 2000, seed: int = 0) -> list[str]:
+    """The first paragraphs (whitespace collapsed, at least `min_words` 6 words) of the function and method docstrings
+    of Python `files`, the files read in a random order (`seed`) until `max_texts` are found, so that they come from
+    across the corpus; files that do not parse are skipped."""
+    order = list(files)
+    random.Random(seed).shuffle(order)
+    texts: list[str] = []
+    for path in order:
+        try:
+            tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (doc := ast.get_docstring(node)):
+                paragraph = " ".join(doc.split("\n\n")[0].split())
+                if len(paragraph.split()) >= 6:
+                    texts.append(paragraph)
+        if len(texts) >= max_texts:
+            break
+    return texts[:max_texts]
+
+
+def project_retriever(
+    encoder: Encoder, retriever_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], descriptions: list[str],
+    k: int = PROJECTION_DIRECTIONS, batch_size: int = 32, overwrite: bool = False,
+) -> AllButTheTop:
+    """Fit the projection on `descriptions` encoded as queries by `encoder` (the retriever at `retriever_dir`) and
+    write a copy of that folder holding it to `output_dir` atomically (an existing one is refused, or with `overwrite`
+    replaced once the new copy is complete)."""
+    output = Path(output_dir)
+    if output.exists() and not overwrite:
+        raise ValueError(f"refusing to write the projected retriever into {output}: it exists")
+    if not descriptions:
+        raise ValueError("no descriptions to fit the projection on")
+    projection = AllButTheTop.fit(encoder.encode_queries(descriptions, batch_size=batch_size), k)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    old = staging.with_name(staging.name + "-old")
+    try:
+        shutil.copytree(retriever_dir, staging, dirs_exist_ok=True)
+        projection.save(staging)
+        if output.exists():
+            os.rename(output, old)
+        os.rename(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return projection
