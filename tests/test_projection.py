@@ -134,3 +134,5 @@ def test_project_retriever_replaces_a_copy_only_when_asked(tmp_path):
     assert AllButTheTop.load(out).mean == pytest.approx(second.mean) and second.mean != pytest.approx(first.mean)
     assert (out / "weights.bin").read_bytes() == b"w"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["projected", "retriever"]  # no staging folder left
+    with pytest.raises(ValueError, match="already projected"):  # its embeddings would meet the projection twice
+        project_retriever(SeededEncoder(), out, tmp_path / "twice", [f"third {i}" for i in range(4)], k=1)

@@ -11,7 +11,8 @@ the descriptions instead of all text):
     x' = normalise(y - V_k^T V_k y),   y = x / |x| - mean_P,   V_k: top-k right singular vectors of (P - mean_P)
 
 It is one fixed affine map followed by normalisation: a single query needs nothing else, and it is saved beside the
-retriever (`PROJECTION_FILE`), where `load_encoder` (evaluate, index, search, encode) applies it.
+retriever (`PROJECTION_FILE`), where `load_encoder` (evaluate, index, search, encode) applies it. `RevelaRetriever`,
+sentence-transformers and mteb load such a folder without it: pass their embeddings through `AllButTheTop.load(folder)`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class ProjectedEncoder:
 
 
 def docstring_descriptions(files: Iterable[str | os.PathLike[str]], max_texts: int = 2000, seed: int = 0) -> list[str]:
-    """The first paragraphs (whitespace collapsed, at least `min_words` 6 words) of the function and method docstrings
+    """The first paragraphs (whitespace collapsed, at least 6 words) of the function and method docstrings
     of Python `files`, the files read in a random order (`seed`) until `max_texts` are found, so that they come from
     across the corpus; files that do not parse are skipped."""
     order = list(files)
@@ -117,6 +118,8 @@ def project_retriever(
     write a copy of that folder holding it to `output_dir` atomically (an existing one is refused, or with `overwrite`
     replaced once the new copy is complete)."""
     output = Path(output_dir)
+    if (Path(retriever_dir) / PROJECTION_FILE).is_file():
+        raise ValueError(f"{retriever_dir} is already projected ({PROJECTION_FILE}); project the retriever it was copied from")
     if output.exists() and not overwrite:
         raise ValueError(f"refusing to write the projected retriever into {output}: it exists")
     if not descriptions:
