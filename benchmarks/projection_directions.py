@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from revela_hf.demo.assets import training_text_sources
+from revela_hf.demo.assets import training_python_files
 from revela_hf.demo.benchmark_sets import function_pairs
 from revela_hf.evaluation.metrics import ndcg_at_k
 from revela_hf.search import center_query_set, load_encoder
@@ -50,7 +50,7 @@ def ndcg10(queries: np.ndarray, docs: np.ndarray) -> float:
 
 
 def main() -> None:
-    files = [p for p in training_text_sources() if p.suffix == ".py"]
+    files = training_python_files()
     descriptions = docstring_descriptions(files)
     order = list(files)
     random.Random(0).shuffle(order)  # docstring_descriptions' order: the pool from its start, validation from its end
@@ -63,7 +63,7 @@ def main() -> None:
         row = {"plain": ndcg10(queries, docs), "query-set centred": ndcg10(*center_query_set(queries, docs))}
         for k in DIRECTIONS:
             projection = AllButTheTop.fit(pool, k)
-            row[f"k={k}"] = ndcg10(projection(queries), projection(docs))
+            row[f"k={k}"] = ndcg10(projection.transform(queries), projection.transform(docs))
         row["best k"] = max(DIRECTIONS, key=lambda k: row[f"k={k}"])
         results["retrievers"][folder] = {key: round(value, 2) for key, value in row.items()}
         print(json.dumps({folder: results["retrievers"][folder]}), file=sys.stderr, flush=True)

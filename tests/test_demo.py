@@ -52,7 +52,7 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     projected = load_encoder(results["projected_retriever"])
     projection = AllButTheTop.load(results["projected_retriever"])
     assert projection.directions.shape == (16, embeddings.shape[1])
-    expected = projection(embeddings.numpy())
+    expected = projection.transform(embeddings.numpy())
     assert projected.encode_queries(["return the sum of a list"]) == pytest.approx(expected, abs=1e-5)
 
 

@@ -77,6 +77,17 @@ def test_onnx_export_of_an_adapted_encoder_gives_its_embeddings(tmp_path):
     _assert_export_matches(retriever, retriever.export_onnx(tmp_path / "onnx"))
 
 
+
+@pytest.mark.slow
+def test_onnx_export_of_a_projected_retriever_applies_the_projection(tmp_path):
+    from revela_hf.search.projection import AllButTheTop
+
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
+    plain = retriever.encode_queries(TEXTS, show_progress_bar=False)
+    retriever.projection = AllButTheTop.fit(retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy(), k=2)
+    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - plain).abs().max() > 0.1
+    _assert_export_matches(retriever, retriever.export_onnx(tmp_path / "onnx"))
+
 def test_onnx_export_refuses_a_foreign_folder_and_an_unknown_pooling(tmp_path):
     retriever = RevelaRetriever.from_backbone(str(tiny_decoder(tmp_path / "base")), max_length=24)
     taken = tmp_path / "taken"

@@ -5,16 +5,15 @@ from __future__ import annotations
 import math
 import zlib
 
+import json
+
 import numpy as np
 import pytest
+import torch
+from conftest import TEXTS, adapted_revela, tiny_decoder
+from sentence_transformers import SentenceTransformer
 
-from revela_hf.search.projection import (
-    PROJECTION_FILE,
-    AllButTheTop,
-    ProjectedEncoder,
-    docstring_descriptions,
-    project_retriever,
-)
+from revela_hf.search.projection import PROJECTION_FILE, AllButTheTop, docstring_descriptions, project_retriever
 
 SOURCE = '''
 def area(radius):
@@ -46,13 +45,13 @@ def test_all_but_the_top_follows_the_formula():
     projection = AllButTheTop.fit(pool, k=2)
     unit = pool / np.linalg.norm(pool, axis=1, keepdims=True)
     mean = unit.mean(axis=0)
-    assert projection.mean == pytest.approx(mean, abs=1e-6)
+    assert projection.mean.numpy() == pytest.approx(mean, abs=1e-6)
     # The directions are the covariance's top-2 eigenvectors (an eigendecomposition, not the SVD the code uses).
     values, vectors = np.linalg.eigh((unit - mean).T @ (unit - mean))
     top = vectors[:, np.argsort(values)[::-1][:2]].T
-    assert np.abs(projection.directions @ top.T) == pytest.approx(np.eye(2), abs=1e-5)
+    assert np.abs(projection.directions.numpy() @ top.T) == pytest.approx(np.eye(2), abs=1e-5)
     x = rng.normal(size=(3, 6))
-    got = projection(x)
+    got = projection.transform(x)
     for got_row, row in zip(got.tolist(), x.tolist()):
         norm = math.sqrt(sum(v * v for v in row))
         y = [v / norm - m for v, m in zip(row, mean.tolist())]
@@ -64,7 +63,7 @@ def test_all_but_the_top_follows_the_formula():
     with pytest.raises(ValueError, match="more than 6 descriptions"):
         AllButTheTop.fit(pool[:6], k=6)
     with pytest.raises(ValueError, match="width 5 meet a projection fitted on width 6"):
-        projection(x[:, :5])
+        projection.transform(x[:, :5])
 
 
 def test_docstring_descriptions_reads_first_paragraphs(tmp_path):
@@ -89,14 +88,16 @@ def test_cli_project_writes_a_copy_that_every_command_loads(tmp_path, capsys):
     (sources / "shapes.py").write_text(SOURCE, encoding="utf-8")
     out = tmp_path / "projected"
     assert main(["project", "--retriever", minilm_path(), "--sources", str(sources), "--directions", "1", "--output", str(out)]) == 0
-    assert (out / PROJECTION_FILE).is_file() and (out / "modules.json").is_file()
+    assert (out / PROJECTION_FILE).is_file()
+    # A sentence-transformers model: the projection ends its modules, so SentenceTransformer applies it.
+    types = [m["type"].rsplit(".", 1)[1] for m in json.loads((out / "modules.json").read_text())]
+    assert types == ["Transformer", "Pooling", "Normalize", "Dense", "Normalize"]
     projected, plain = load_encoder(str(out)), load_encoder(minilm_path())
-    assert isinstance(projected, ProjectedEncoder) and not isinstance(plain, ProjectedEncoder)
     projection = AllButTheTop.load(out)
     assert projection.directions.shape == (1, 384)
     texts = ["what is the capital of France?", "a stack of plates"]
-    assert projected.encode_queries(texts) == pytest.approx(projection(plain.encode_queries(texts)), abs=1e-6)
-    assert projected.encode_corpus(texts) == pytest.approx(projection(plain.encode_corpus(texts)), abs=1e-6)
+    assert projected.encode_queries(texts) == pytest.approx(projection.transform(plain.encode_queries(texts)), abs=1e-5)
+    assert projected.encode_corpus(texts) == pytest.approx(projection.transform(plain.encode_corpus(texts)), abs=1e-5)
     facts = {"paris": "Paris is the capital of France", "stack": "Plates are piled in a stack"}
     data = write_beir(tmp_path / "beir", BeirDataset(corpus={k: {"title": "", "text": v} for k, v in facts.items()},
                                                      queries={"q1": texts[0], "q2": texts[1]},
@@ -129,10 +130,54 @@ def test_project_retriever_replaces_a_copy_only_when_asked(tmp_path):
     first = project_retriever(SeededEncoder(), retriever, out, [f"first {i}" for i in range(4)], k=1)
     with pytest.raises(ValueError, match="it exists"):
         project_retriever(SeededEncoder(), retriever, out, [f"second {i}" for i in range(4)], k=1)
-    assert AllButTheTop.load(out).mean == pytest.approx(first.mean)
+    assert torch.equal(AllButTheTop.load(out).mean, first.mean)
     second = project_retriever(SeededEncoder(), retriever, out, [f"second {i}" for i in range(4)], k=1, overwrite=True)
-    assert AllButTheTop.load(out).mean == pytest.approx(second.mean) and second.mean != pytest.approx(first.mean)
+    assert torch.equal(AllButTheTop.load(out).mean, second.mean) and not torch.allclose(second.mean, first.mean)
     assert (out / "weights.bin").read_bytes() == b"w"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["projected", "retriever"]  # no staging folder left
     with pytest.raises(ValueError, match="already projected"):  # its embeddings would meet the projection twice
         project_retriever(SeededEncoder(), out, tmp_path / "twice", [f"third {i}" for i in range(4)], k=1)
+
+
+def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path):
+    from revela_hf.evaluation.mteb_integration import revela_model_meta
+    from revela_hf.retriever import RevelaRetriever
+    from revela_hf.search import as_encoder, load_encoder
+
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
+    retriever.save_pretrained(tmp_path / "ret")
+    raw_q = retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()
+    raw_p = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
+    projection = project_retriever(as_encoder(retriever), tmp_path / "ret", tmp_path / "projected", TEXTS, k=2)
+    queries, passages = projection.transform(raw_q), projection.transform(raw_p)
+    assert np.abs(queries - unit(raw_q)).max() > 0.1  # the projection moves the embeddings
+
+    def assert_projected(folder):
+        loaded = RevelaRetriever.from_pretrained(str(folder))
+        assert loaded.encode_queries(TEXTS, show_progress_bar=False).numpy() == pytest.approx(queries, abs=1e-5)
+        assert loaded.encode_corpus(TEXTS, show_progress_bar=False).numpy() == pytest.approx(passages, abs=1e-5)
+        assert load_encoder(str(folder)).encode_queries(TEXTS) == pytest.approx(queries, abs=1e-5)
+        st = SentenceTransformer(str(folder))
+        assert st.encode_query(TEXTS) == pytest.approx(queries, abs=1e-5)
+        assert st.encode_document(TEXTS) == pytest.approx(passages, abs=1e-5)
+        types = [m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())]
+        assert types == ["Transformer", "Pooling", "Normalize", "Dense", "Normalize"]
+        card = (folder / "README.md").read_text()
+        assert "| Post-processing | all-but-the-top: the mean and top 2 principal directions" in card
+        assert '"all_but_the_top.npz"' in card  # the transformers snippet applies it too
+        return loaded
+
+    loaded = assert_projected(tmp_path / "projected")
+    mteb_model = revela_model_meta(str(tmp_path / "projected")).load_model()
+    assert mteb_model.encode([{"text": TEXTS}], task_metadata=None, hf_split="test", hf_subset="default",
+                             prompt_type=None) == pytest.approx(projection.transform(
+                                 retriever.encode(TEXTS, retriever.passage_prefix, show_progress_bar=False).numpy()), abs=1e-5)
+    loaded.save_pretrained(tmp_path / "again")  # a save keeps the projection, once
+    assert_projected(tmp_path / "again")
+    again = AllButTheTop.load(tmp_path / "again")
+    assert torch.equal(again.mean, projection.mean) and torch.equal(again.directions, projection.directions)
+    assert SentenceTransformer(str(tmp_path / "ret")).encode_query(TEXTS) == pytest.approx(raw_q, abs=1e-5)  # untouched
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

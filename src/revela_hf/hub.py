@@ -11,12 +11,15 @@ import copy
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import HfApi, snapshot_download
 from transformers import PreTrainedTokenizerBase
 
 from revela_hf.io import MARKER, write_json_atomically
+
+if TYPE_CHECKING:
+    import torch
 
 ST_POOLING = {"eos": "lasttoken", "last": "lasttoken", "mean": "mean", "cls": "cls"}
 HUB_PREFIX = "hf://"  # names the Hub explicitly: hf://user/name
@@ -137,6 +140,35 @@ def write_sentence_transformers_files(
         "default_prompt_name": None,
         "similarity_fn_name": "cosine" if settings["normalize"] else "dot",
     })
+
+
+def append_sentence_transformers_projection(folder: str | Path, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """End `folder`'s sentence-transformers modules with `normalise(weight @ normalise(x) + bias)`: a `Normalize`
+    (unless the modules already end with one), a `Dense` of `weight` `(E, E)` and `bias` `(E,)` with no activation,
+    and a `Normalize`; the similarity becomes cosine. Stock modules only, so no loader needs `trust_remote_code`."""
+    from safetensors.torch import save_file
+
+    root = Path(folder)
+    modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+
+    def add(kind: str) -> Path:
+        path = f"{len(modules)}_{kind}"
+        modules.append({"idx": len(modules), "name": str(len(modules)), "path": path, "type": f"sentence_transformers.models.{kind}"})
+        (root / path).mkdir(parents=True, exist_ok=True)
+        return root / path
+
+    if not modules[-1]["type"].endswith(".Normalize"):
+        add("Normalize")
+    dense = add("Dense")
+    out_features, in_features = weight.shape
+    write_json_atomically(dense / "config.json", {"in_features": in_features, "out_features": out_features, "bias": True,
+                                                  "activation_function": "torch.nn.modules.linear.Identity"})
+    save_file({"linear.weight": weight.contiguous(), "linear.bias": bias.contiguous()}, str(dense / "model.safetensors"))
+    add("Normalize")
+    write_json_atomically(root / "modules.json", modules)
+    settings_path = root / "config_sentence_transformers.json"
+    settings = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}
+    write_json_atomically(settings_path, {**settings, "similarity_fn_name": "cosine"})
 
 
 def set_adapter_base_model(folder: str | Path, base_model: str) -> None:

@@ -264,9 +264,9 @@ def _evaluation_table(info: CardInfo) -> str:
     return _table(["dataset", *metrics], rows, numeric=True) + f"\n\nScores in percent{when}."
 
 
-def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_adapter: bool) -> str:
+def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_adapter: bool, projection_directions: int | None) -> str:
     """The "Full model architecture" table: base model, backbone, adapter, pooling, normalisation, lengths, prefixes,
-    similarity and the sentence-transformers modules the folder loads as."""
+    similarity, post-processing and the sentence-transformers modules the folder loads as."""
     from revela_hf.hub import ST_POOLING
 
     config = backbone.config
@@ -278,14 +278,19 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
         targets = ", ".join(f"`{t}`" for t in lora["target_modules"] or [])
         rows.append(["Adapter", f"LoRA: r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']}, on {targets}"])
     modules = ["`Transformer`", f"`Pooling` ({ST_POOLING[settings['pooling']]})"] + (["`Normalize`"] if settings["normalize"] else [])
+    unit = settings["normalize"] or projection_directions is not None
     rows += [["Pooling", settings["pooling"]],
-             ["Normalised embeddings", "yes" if settings["normalize"] else "no"],
-             ["Similarity", "cosine" if settings["normalize"] else "dot product"],
+             ["Normalised embeddings", "yes" if unit else "no"],
+             ["Similarity", "cosine" if unit else "dot product"],
              ["Max length (tokens)", settings["max_length"]],
              ["Query prefix", f"`{settings['query_prefix']}`"],
              ["Passage prefix", f"`{settings['passage_prefix']}`"],
-             ["Embedding dimension", config.hidden_size],
-             ["sentence-transformers modules", " → ".join(modules)]]
+             ["Embedding dimension", config.hidden_size]]
+    if projection_directions is not None:
+        rows.append(["Post-processing", f"all-but-the-top: the mean and top {projection_directions} principal directions of "
+                                        "description embeddings removed, then normalised (`all_but_the_top.npz`)"])
+        modules += ([] if settings["normalize"] else ["`Normalize`"]) + ["`Dense` (the projection)", "`Normalize`"]
+    rows.append(["sentence-transformers modules", " → ".join(modules)])
     return _table(["", ""], rows)
 
 
@@ -309,7 +314,7 @@ def _metadata(repo_id: str, base_model: str, is_adapter: bool, info: CardInfo) -
     return data.to_yaml()
 
 
-def _pooling_snippet(settings: dict[str, Any]) -> str:
+def _pooling_snippet(settings: dict[str, Any], repo_id: str, projection_directions: int | None) -> str:
     if settings["pooling"] == "mean":
         lines = ["mask = batch['attention_mask'].unsqueeze(-1).float()", "embedding = (hidden * mask).sum(1) / mask.sum(1)"]
     elif settings["pooling"] == "cls":
@@ -318,6 +323,14 @@ def _pooling_snippet(settings: dict[str, Any]) -> str:
         lines = ["embedding = hidden[:, -1]  # the tokenizer appends EOS; its state is the embedding"]
     if settings["normalize"]:
         lines.append("embedding = F.normalize(embedding, dim=-1)")
+    if projection_directions is not None:
+        lines += ["# all-but-the-top post-processing, as every loader above applies it",
+                  "import numpy as np",
+                  "from huggingface_hub import hf_hub_download",
+                  f'stored = np.load(hf_hub_download("{repo_id}", "all_but_the_top.npz"))',
+                  'mean, top = torch.from_numpy(stored["mean"]), torch.from_numpy(stored["directions"])',
+                  "centred = F.normalize(embedding, dim=-1) - mean",
+                  "embedding = F.normalize(centred - (centred @ top.T) @ top, dim=-1)"]
     return "\n".join(lines)
 
 
@@ -329,11 +342,13 @@ def render_model_card(
     is_adapter: bool,
     info: CardInfo | None = None,
     base_config: dict[str, Any] | None = None,
+    projection_directions: int | None = None,
 ) -> str:
     """The README.md of a published retriever: Hub/mteb metadata, architecture, training, results, usage.
 
     `backbone`: the model the folder holds (a `PreTrainedModel`, with its LoRA adapter when `is_adapter`).
-    `base_config`: the config values the base model loads with (`num_hidden_layers`), passed in the usage snippets."""
+    `base_config`: the config values the base model loads with (`num_hidden_layers`), passed in the usage snippets.
+    `projection_directions`: k of the all-but-the-top projection the folder holds, if any."""
     info = info or CardInfo()
     base_kwargs = "".join(f", {key}={value!r}" for key, value in (base_config or {}).items())
     template = Template(resources.files("revela_hf").joinpath("model_cards", TEMPLATE).read_text(encoding="utf-8"))
@@ -342,13 +357,13 @@ def render_model_card(
         title=repo_id.split("/")[-1],
         weights_note="a LoRA adapter for the base model" if is_adapter else "the full encoder weights",
         base_model=base_model,
-        architecture=_architecture(backbone, settings, base_model, is_adapter),
+        architecture=_architecture(backbone, settings, base_model, is_adapter, projection_directions),
         query_prefix=settings["query_prefix"],
         training_data=_training_data(info),
         framework_versions=_versions_list(info.framework_versions),
         training_details="\n\n".join(filter(None, (_hyperparameters(info), _training_logs(info), _hardware(info)))),
         evaluation=_evaluation_table(info),
         repo_id=repo_id,
-        transformers_pooling=_pooling_snippet(settings),
+        transformers_pooling=_pooling_snippet(settings, repo_id, projection_directions),
         base_kwargs=base_kwargs,
     )

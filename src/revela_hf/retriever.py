@@ -29,6 +29,7 @@ from revela_hf.hub import (
 )
 from revela_hf.io import IncompleteOutputError, absolute, publishing
 from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info
+from revela_hf.search.projection import PROJECTION_FILE, AllButTheTop
 
 POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
@@ -94,6 +95,10 @@ class RevelaRetriever(nn.Module):
             Whether to L2-normalise the embeddings.
         max_length (`int`, *optional*, defaults to 512):
             Longest input in tokens, prefix and EOS included; longer texts are truncated (keeping the EOS).
+        projection ([`AllButTheTop`], *optional*):
+            Post-processing applied to every embedding after pooling (`revela project`,
+            `revela_hf.search.projection`); its output is L2-normalised whatever `normalize` says. Saved and loaded
+            with the folder.
 
     Example:
 
@@ -132,6 +137,7 @@ class RevelaRetriever(nn.Module):
         passage_prefix: str = "Passage: ",
         normalize: bool = True,
         max_length: int = DEFAULT_MAX_LENGTH,
+        projection: AllButTheTop | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -141,6 +147,7 @@ class RevelaRetriever(nn.Module):
         self.passage_prefix = passage_prefix
         self.normalize = normalize
         self.max_length = max_length
+        self.projection = projection
         self.card: CardInfo | None = None  # how it was trained and scored, kept across loads and saves
 
     # ------------------------------------------------------------------ construction
@@ -250,8 +257,11 @@ class RevelaRetriever(nn.Module):
         (folder / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         dim = self.backbone.config.hidden_size
         write_sentence_transformers_files(folder, self.settings(), dim, base_config)
+        if self.projection is not None:
+            self.projection.save(folder)  # after the sentence-transformers modules it ends
         base = base_model or (card.base_model if card else None) or self.backbone.config.name_or_path
-        card_text = render_model_card(name, self.settings(), base, backbone, is_adapter, card, base_config)
+        directions = len(self.projection.directions) if self.projection is not None else None
+        card_text = render_model_card(name, self.settings(), base, backbone, is_adapter, card, base_config, directions)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
         if card is not None:
             save_card_info(folder, card)
@@ -291,7 +301,8 @@ class RevelaRetriever(nn.Module):
 
     def _write_onnx(self, folder: Path, opset_version: int) -> None:
         backbone = merged_backbone(self.backbone) if has_adapter(self.backbone) else copy.deepcopy(self.backbone)
-        graph = RevelaRetriever(backbone.to("cpu", torch.float32), None, **self.settings()).eval()
+        projection = copy.deepcopy(self.projection).to("cpu") if self.projection is not None else None
+        graph = RevelaRetriever(backbone.to("cpu", torch.float32), None, **self.settings(), projection=projection).eval()
         example = pad_rows([[1, 2, 3, 4], [1, 2]], 0)  # two lengths, so neither axis is specialised to 1 or equal rows
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
         with torch.no_grad():
@@ -346,7 +357,8 @@ class RevelaRetriever(nn.Module):
         loads on those N layers only). The tokenizer is the folder's own, or the adapter's base model's when the
         folder ships none. Official Revela releases (see `is_official_revela`) load with their own settings: EOS
         pooling, `"query: "` / `"passage: "` prefixes and normalised embeddings. A plain model folder without
-        `revela_retriever.json` loads with the default settings.
+        `revela_retriever.json` loads with the default settings. A folder holding an all-but-the-top projection
+        (`revela project`) loads with it as `projection`.
 
         Args:
             path (`str`):
@@ -387,7 +399,8 @@ class RevelaRetriever(nn.Module):
         has_tokenizer = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
         tokenizer_source = str(folder) if has_tokenizer else adapter_base_model(folder) or str(folder)
         backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token, **base_config))
-        retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings)
+        projection = AllButTheTop.load(folder) if (folder / PROJECTION_FILE).is_file() else None
+        retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings, projection=projection)
         retriever.card = load_card_info(folder)
         return retriever
 
@@ -395,8 +408,9 @@ class RevelaRetriever(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """`(N, L)` token ids -> `(N, E)` embeddings."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, L, E)
-        emb = pool(hidden, attention_mask, self.pooling)
-        return F.normalize(emb, dim=-1) if self.normalize else emb
+        emb = pool(hidden, attention_mask, self.pooling)  # (N, E)
+        emb = F.normalize(emb, dim=-1) if self.normalize else emb
+        return self.projection(emb) if self.projection is not None else emb
 
     def tokenize(self, texts: list[str], prefix: str = "", max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise `prefix + text`, appending EOS for "eos" pooling; right-padded."""

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "project", help="fit all-but-the-top post-processing on descriptions and save it with a copy of the retriever",
         description="Encode descriptions (the docstrings of Python sources, or a file of them) as queries, fit their "
                     "mean and top principal directions, and write a copy of the retriever that removes them from every "
-                    "query and document embedding (revela evaluate / index / search / encode apply it).")
+                    "query and document embedding (RevelaRetriever.from_pretrained, sentence-transformers, mteb and revela evaluate / index / search / encode apply it).")
     parser.add_argument("--retriever", required=True, help="retriever folder")
     parser.add_argument("--sources", nargs="*", default=[], metavar="SRC",
                         help=".py files or folders whose function docstrings are the descriptions (the training corpus's)")
@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     files = [p for src in map(Path, args.sources) for p in (sorted(src.rglob("*.py")) if src.is_dir() else [src])]
     if args.installed_packages:
-        from revela_hf.demo.assets import training_text_sources
+        from revela_hf.demo.assets import training_python_files
 
-        files += [p for p in training_text_sources() if p.suffix == ".py"]
+        files += training_python_files()
     descriptions = read_query_texts(args.descriptions) if args.descriptions else []
     descriptions += docstring_descriptions(files, args.max_descriptions)
     if not descriptions:

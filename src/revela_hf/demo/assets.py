@@ -245,3 +245,8 @@ def training_text_sources(
         if picked is not None:
             chosen.append(picked)
     return chosen
+
+
+def training_python_files(distributions: list[str] | None = None) -> list[pathlib.Path]:
+    """The `.py` files of `training_text_sources(distributions=distributions)`, in its order."""
+    return [p for p in training_text_sources(distributions=distributions) if p.suffix == ".py"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from revela_hf.demo.assets import demo_distributions, minilm_path, smollm2_path, training_text_sources
+from revela_hf.demo.assets import demo_distributions, minilm_path, smollm2_path, training_python_files
 from revela_hf.data.prepare import prepare
 from revela_hf.defaults import RECIPE_INBATCH_LAYERS
 from revela_hf.evaluation import RetrievalEvaluator, evaluate_retrieval, format_table
@@ -51,7 +51,7 @@ class RetrievalCurve(TrainerCallback):
 def demo_source_files(plan: Budget, distributions: list[str] | None) -> list[Path]:
     """`plan.source_files` `.py` files spread evenly over the training text of `distributions` (None: every installed
     one): the demo's training files."""
-    sources = [p for p in training_text_sources(distributions=distributions) if p.suffix == ".py"]
+    sources = training_python_files(distributions)
     return sources[:: max(1, len(sources) // plan.source_files)][: plan.source_files]
 
 
@@ -162,10 +162,12 @@ def run_demo(
     if recipe.projection_directions is not None:
         # All-but-the-top fitted on the docstrings of the demo's training text: inductive, one query at a time.
         projected_dir = trained_dir.with_name("retriever-all-but-the-top")
-        sources = [p for p in training_text_sources(distributions=demo_distributions()) if p.suffix == ".py"]
-        project_retriever(as_encoder(trainer.model.retriever), trained_dir, projected_dir, docstring_descriptions(sources),
-                          k=recipe.projection_directions, overwrite=True)
-        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(str(projected_dir), beir)
+        trained = trainer.model.retriever
+        descriptions = docstring_descriptions(training_python_files(demo_distributions()))
+        projection = project_retriever(as_encoder(trained), trained_dir, projected_dir, descriptions,
+                                       k=recipe.projection_directions, overwrite=True)
+        projected = RevelaRetriever(trained.backbone, trained.tokenizer, **trained.settings(), projection=projection)
+        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(projected, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {

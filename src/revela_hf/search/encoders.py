@@ -6,7 +6,6 @@ sentence-transformers model; `load_encoder` opens a folder or Hub repo of either
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,18 +44,11 @@ def as_encoder(model: Any) -> Encoder:
 
 
 def load_encoder(name_or_path: str, revision: str | None = None) -> Encoder:
-    """Open a Revela retriever or a sentence-transformers model from a folder or Hub repo id; a folder holding an
-    all-but-the-top projection (`revela_hf.search.projection`, `revela project`) gives embeddings passed through it."""
+    """Open a Revela retriever or a sentence-transformers model from a folder or Hub repo id. Either applies the
+    all-but-the-top projection its folder may hold (`revela project`)."""
     from revela_hf.hub import resolve_model_dir
-    from revela_hf.search.projection import PROJECTION_FILE, AllButTheTop, ProjectedEncoder
 
     folder = resolve_model_dir(name_or_path, revision=revision)
-    encoder = _load_model(folder, name_or_path)
-    return ProjectedEncoder(encoder, AllButTheTop.load(folder)) if (folder / PROJECTION_FILE).is_file() else encoder
-
-
-def _load_model(folder: Path, name_or_path: str) -> Encoder:
-    """The Revela retriever or sentence-transformers model in `folder`, as an `Encoder`."""
     if (folder / RETRIEVER_CONFIG).is_file() or (folder / "adapter_config.json").is_file():
         from revela_hf.retriever import RevelaRetriever
 

@@ -10,9 +10,11 @@ the descriptions instead of all text):
 
     x' = normalise(y - V_k^T V_k y),   y = x / |x| - mean_P,   V_k: top-k right singular vectors of (P - mean_P)
 
-It is one fixed affine map followed by normalisation: a single query needs nothing else, and it is saved beside the
-retriever (`PROJECTION_FILE`), where `load_encoder` (evaluate, index, search, encode) applies it. `RevelaRetriever`,
-sentence-transformers and mteb load such a folder without it: pass their embeddings through `AllButTheTop.load(folder)`.
+It is one fixed affine map followed by normalisation: a single query needs nothing else. A `RevelaRetriever` holding
+one (`retriever.projection`) applies it in `forward`, so `encode`, mteb and the ONNX export do; saved beside the
+retriever (`PROJECTION_FILE`) it loads back with `RevelaRetriever.from_pretrained`, and the folder's
+sentence-transformers modules end with it as a `Dense` layer between two `Normalize`s, so `SentenceTransformer(folder)`
+gives the same embeddings.
 """
 
 from __future__ import annotations
@@ -23,25 +25,32 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from revela_hf.defaults import PROJECTION_DIRECTIONS
-from revela_hf.encoders import Encoder
+from revela_hf.encoders import Encoder, as_array
+from revela_hf.hub import append_sentence_transformers_projection
 from revela_hf.io import write_file_atomically
 from revela_hf.search.centering import unit_rows
 
 PROJECTION_FILE = "all_but_the_top.npz"
 
 
-@dataclass
-class AllButTheTop:
-    """`mean` (E,) and `directions` (k, E, orthonormal rows) removed from every embedding."""
+class AllButTheTop(nn.Module):
+    """Removes `mean` `(E,)` and the `directions` `(k, E)`, orthonormal rows) from unit-length embeddings."""
 
-    mean: np.ndarray
-    directions: np.ndarray
+    def __init__(self, mean: np.ndarray | torch.Tensor, directions: np.ndarray | torch.Tensor) -> None:
+        super().__init__()
+        mean, directions = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(directions, dtype=torch.float32)
+        if mean.ndim != 1 or directions.ndim != 2 or directions.shape[1] != mean.shape[0]:
+            raise ValueError(f"all-but-the-top needs a (dim,) mean and (k, dim) directions, got {tuple(mean.shape)} and {tuple(directions.shape)}")
+        self.register_buffer("mean", mean)  # (E,)
+        self.register_buffer("directions", directions)  # (k, E)
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, k: int = PROJECTION_DIRECTIONS) -> AllButTheTop:
@@ -53,39 +62,41 @@ class AllButTheTop:
         unit = unit_rows(embeddings)
         mean = unit.mean(axis=0)
         _, _, vt = np.linalg.svd(unit - mean, full_matrices=False)  # vt: (min(N, E), E)
-        return cls(mean=mean, directions=vt[:k].astype(np.float32))
+        return cls(mean, vt[:k])
 
-    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        """`(N, E)` embeddings projected and normalised again."""
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`(N, E)` embeddings projected and normalised again, in float32."""
         if embeddings.shape[-1] != self.mean.shape[-1]:
             raise ValueError(f"embeddings of width {embeddings.shape[-1]} meet a projection fitted on width {self.mean.shape[-1]}")
-        centred = unit_rows(embeddings) - self.mean  # (N, E)
-        return unit_rows(centred - (centred @ self.directions.T) @ self.directions)
+        centred = F.normalize(embeddings.float(), dim=-1) - self.mean  # (N, E)
+        return F.normalize(centred - (centred @ self.directions.T) @ self.directions, dim=-1)
+
+    def transform(self, embeddings: np.ndarray) -> np.ndarray:
+        """`forward` on a numpy array: `(N, E)` float32."""
+        with torch.no_grad():
+            return self(torch.as_tensor(np.asarray(embeddings, dtype=np.float32))).numpy()
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(weight (E, E), bias (E,))` with `weight @ u + bias` = the projection of a unit embedding `u` before the
+        final normalisation: `weight` = I - V^T V, `bias` = -weight @ mean."""
+        weight = torch.eye(len(self.mean)) - self.directions.T @ self.directions
+        return weight, -weight @ self.mean
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write `PROJECTION_FILE` into `folder` atomically."""
+        """Write `PROJECTION_FILE` into `folder` atomically; a folder with sentence-transformers modules also gets the
+        projection as its last modules (`Normalize`, `Dense`, `Normalize`)."""
         path = Path(folder) / PROJECTION_FILE
-        write_file_atomically(path, lambda handle: np.savez(handle, mean=self.mean, directions=self.directions), "wb")
+        mean, directions = self.mean.numpy(), self.directions.numpy()
+        write_file_atomically(path, lambda handle: np.savez(handle, mean=mean, directions=directions), "wb")
+        if (Path(folder) / "modules.json").is_file():
+            append_sentence_transformers_projection(folder, *self.affine())
         return path
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> AllButTheTop:
         """Read `PROJECTION_FILE` from `folder`."""
         with np.load(Path(folder) / PROJECTION_FILE) as stored:
-            return cls(mean=stored["mean"], directions=stored["directions"])
-
-
-class ProjectedEncoder:
-    """An `Encoder` whose query and corpus embeddings both pass through `projection`."""
-
-    def __init__(self, encoder: Encoder, projection: AllButTheTop) -> None:
-        self.encoder, self.projection = encoder, projection
-
-    def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self.projection(self.encoder.encode_queries(texts, batch_size=batch_size))
-
-    def encode_corpus(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self.projection(self.encoder.encode_corpus(texts, batch_size=batch_size))
+            return cls(stored["mean"], stored["directions"])
 
 
 def docstring_descriptions(files: Iterable[str | os.PathLike[str]], max_texts: int = 2000, seed: int = 0) -> list[str]:
@@ -116,7 +127,8 @@ def project_retriever(
 ) -> AllButTheTop:
     """Fit the projection on `descriptions` encoded as queries by `encoder` (the retriever at `retriever_dir`) and
     write a copy of that folder holding it to `output_dir` atomically (an existing one is refused, or with `overwrite`
-    replaced once the new copy is complete)."""
+    replaced once the new copy is complete). A Revela retriever is loaded and saved again with the projection, so its
+    model card states it; any other folder is copied and the projection saved into it."""
     output = Path(output_dir)
     if (Path(retriever_dir) / PROJECTION_FILE).is_file():
         raise ValueError(f"{retriever_dir} is already projected ({PROJECTION_FILE}); project the retriever it was copied from")
@@ -124,13 +136,20 @@ def project_retriever(
         raise ValueError(f"refusing to write the projected retriever into {output}: it exists")
     if not descriptions:
         raise ValueError("no descriptions to fit the projection on")
-    projection = AllButTheTop.fit(encoder.encode_queries(descriptions, batch_size=batch_size), k)
+    projection = AllButTheTop.fit(as_array(encoder.encode_queries(descriptions, batch_size=batch_size)), k)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     old = staging.with_name(staging.name + "-old")
     try:
-        shutil.copytree(retriever_dir, staging, dirs_exist_ok=True)
-        projection.save(staging)
+        from revela_hf.retriever import SETTINGS_FILE, RevelaRetriever  # it imports this module
+
+        if (Path(retriever_dir) / SETTINGS_FILE).is_file():
+            retriever = RevelaRetriever.from_pretrained(str(retriever_dir))
+            retriever.projection = projection
+            retriever.save_pretrained(str(staging), repo_id=output.name)
+        else:
+            shutil.copytree(retriever_dir, staging, dirs_exist_ok=True)
+            projection.save(staging)
         if output.exists():
             os.rename(output, old)
         os.rename(staging, output)
