@@ -181,3 +181,28 @@ def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path):
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    from revela_hf.cli import main
+    from revela_hf.retriever import RevelaRetriever
+    from revela_hf.search import as_encoder
+
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
+    retriever.max_length = 64  # the card's snippet does not truncate
+    retriever.save_pretrained(tmp_path / "ret")
+    projection = project_retriever(as_encoder(retriever), tmp_path / "ret", tmp_path / "projected", TEXTS, k=2)
+    assert main(["push", "tests/revela-projected", str(tmp_path / "projected"), "--merge-lora"]) == 0
+    query = "how do I sort a list in python?"  # the model card's example query
+    expected = projection.transform(retriever.encode_queries([query], show_progress_bar=False).numpy())
+    folder = snapshot_download("tests/revela-projected", cache_dir=tmp_path / "cache")
+    assert SentenceTransformer(folder).encode_query([query]) == pytest.approx(expected, abs=1e-5)
+    assert RevelaRetriever.from_pretrained("hf://tests/revela-projected").encode_queries(
+        [query], show_progress_bar=False).numpy() == pytest.approx(expected, abs=1e-5)
+    card = (tmp_path / "cache").glob("**/README.md")
+    snippet = next(card).read_text().split("### transformers (PEFT integration)")[1].split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # what the card tells transformers users to run
+    assert namespace["embedding"].numpy() == pytest.approx(expected, abs=1e-5)
