@@ -22,7 +22,8 @@ from revela_hf.demo.assets import training_python_files
 from revela_hf.demo.benchmark_sets import function_pairs
 from revela_hf.evaluation.metrics import ndcg_at_k
 from revela_hf.search import center_query_set, load_encoder
-from revela_hf.search.projection import AllButTheTop, docstring_descriptions
+from revela_hf.all_but_the_top import AllButTheTop
+from revela_hf.search.projection import docstring_descriptions
 
 DIRECTIONS = (0, 4, 8, 16, 24, 32, 48, 64, 96)
 VALIDATION_PAIRS = 1000

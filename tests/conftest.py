@@ -166,10 +166,13 @@ def tokenizer() -> PreTrainedTokenizerFast:
 def hub(monkeypatch):
     """A local Hub server (tests/hub_server.py) that `huggingface_hub` uploads to and downloads from."""
     from huggingface_hub import constants
+    from transformers.utils import hub as transformers_hub
 
     from hub_server import LocalHub
 
     with LocalHub() as server:
+        # transformers keeps one HfApi, bound to the endpoint it first saw (an earlier test's server): start afresh
+        monkeypatch.setattr(transformers_hub, "_hf_api", None)
         monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")

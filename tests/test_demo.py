@@ -10,7 +10,7 @@ from datasets import load_from_disk
 
 from revela_hf import RevelaRetriever
 from revela_hf.search import load_encoder
-from revela_hf.search.projection import AllButTheTop
+from revela_hf.all_but_the_top import AllButTheTop
 
 
 def run_demo(out, *args: str) -> None:
@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     run_demo(out)
     results = json.loads((out / "results.json").read_text())
     table = results["table"]
-    assert set(table) == {"SmolLM2-135M untrained", "SmolLM2-135M + Revela", "SmolLM2-135M + Revela + all-but-the-top",
+    assert set(table) == {"SmolLM2-135M untrained", "SmolLM2-135M + Revela", "SmolLM2-135M + Revela, mean+EOS + all-but-the-top",
                           "BM25", "all-MiniLM-L6-v2 (supervised)"}
     for scores in table.values():
         assert 0.0 <= scores["ndcg@10"] <= 1.0
@@ -48,11 +48,13 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     retriever = RevelaRetriever.from_pretrained(results["retriever"])
     embeddings = retriever.encode_queries(["return the sum of a list"], show_progress_bar=False)
     assert embeddings.shape[0] == 1 and abs(float(embeddings.norm()) - 1.0) < 1e-4
-    # The projected copy: the same retriever, its embeddings passed through the projection saved beside it.
+    # The projected copy: the same retriever re-pooled (mean and EOS side by side), its embeddings passed through the
+    # projection saved beside it (16 directions per pooled vector).
     projected = load_encoder(results["projected_retriever"])
     projection = AllButTheTop.load(results["projected_retriever"])
-    assert projection.directions.shape == (16, embeddings.shape[1])
-    expected = projection.transform(embeddings.numpy())
+    assert projection.directions.shape == (32, 2 * embeddings.shape[1])
+    both = RevelaRetriever.from_pretrained(results["retriever"], pooling="mean+eos")
+    expected = projection.transform(both.encode_queries(["return the sum of a list"], show_progress_bar=False).numpy())
     assert projected.encode_queries(["return the sum of a list"]) == pytest.approx(expected, abs=1e-5)
 
 

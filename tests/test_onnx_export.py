@@ -53,7 +53,7 @@ def _assert_export_matches(retriever: RevelaRetriever, folder) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pooling, normalize", [("eos", True), ("mean", False), ("last", True), ("cls", True)])
+@pytest.mark.parametrize("pooling, normalize", [("eos", True), ("mean", False), ("last", True), ("cls", True), ("mean+eos", True)])
 def test_onnx_export_gives_the_retrievers_embeddings(tmp_path, pooling, normalize):
     retriever = adapted_revela(tiny_decoder(tmp_path / "base"), pooling=pooling, normalize=normalize)
     _assert_export_matches(retriever, retriever.export_onnx(tmp_path / "onnx"))
@@ -80,7 +80,7 @@ def test_onnx_export_of_an_adapted_encoder_gives_its_embeddings(tmp_path):
 
 @pytest.mark.slow
 def test_onnx_export_of_a_projected_retriever_applies_the_projection(tmp_path):
-    from revela_hf.search.projection import AllButTheTop
+    from revela_hf.all_but_the_top import AllButTheTop
 
     retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     plain = retriever.encode_queries(TEXTS, show_progress_bar=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 
 import json
 
@@ -13,7 +12,8 @@ import torch
 from conftest import TEXTS, adapted_revela, tiny_decoder
 from sentence_transformers import SentenceTransformer
 
-from revela_hf.search.projection import PROJECTION_FILE, AllButTheTop, docstring_descriptions, project_retriever
+from revela_hf.all_but_the_top import PROJECTION_FILE, AllButTheTop
+from revela_hf.search.projection import docstring_descriptions, project_retriever
 
 SOURCE = '''
 def area(radius):
@@ -113,42 +113,35 @@ def test_cli_project_writes_a_copy_that_every_command_loads(tmp_path, capsys):
     assert "no descriptions" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-class SeededEncoder:
-    """Text -> a fixed random vector seeded by the text."""
-
-    def encode_queries(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=5) for t in texts]).astype(np.float32)
-
-    encode_corpus = encode_queries
-
-
 def test_project_retriever_replaces_a_copy_only_when_asked(tmp_path):
-    retriever = tmp_path / "retriever"
-    retriever.mkdir()
-    (retriever / "weights.bin").write_bytes(b"w")
-    out = tmp_path / "projected"
-    first = project_retriever(SeededEncoder(), retriever, out, [f"first {i}" for i in range(4)], k=1)
+    adapted_revela(tiny_decoder(tmp_path / "base")).save_pretrained(tmp_path / "retriever")
+    retriever, out = tmp_path / "retriever", tmp_path / "projected"
+    first = project_retriever(retriever, out, TEXTS[:3], k=1)
     with pytest.raises(ValueError, match="it exists"):
-        project_retriever(SeededEncoder(), retriever, out, [f"second {i}" for i in range(4)], k=1)
+        project_retriever(retriever, out, TEXTS[2:], k=1)
     assert torch.equal(AllButTheTop.load(out).mean, first.mean)
-    second = project_retriever(SeededEncoder(), retriever, out, [f"second {i}" for i in range(4)], k=1, overwrite=True)
+    second = project_retriever(retriever, out, TEXTS[2:], k=1, overwrite=True)
     assert torch.equal(AllButTheTop.load(out).mean, second.mean) and not torch.allclose(second.mean, first.mean)
-    assert (out / "weights.bin").read_bytes() == b"w"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["projected", "retriever"]  # no staging folder left
+    assert (out / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "projected", "retriever"]  # no staging folder left
     with pytest.raises(ValueError, match="already projected"):  # its embeddings would meet the projection twice
-        project_retriever(SeededEncoder(), out, tmp_path / "twice", [f"third {i}" for i in range(4)], k=1)
+        project_retriever(out, tmp_path / "twice", TEXTS, k=1)
+    with pytest.raises(ValueError, match="re-pooling needs a Revela retriever"):
+        project_retriever(tmp_path / "base", tmp_path / "x", TEXTS, pooling="mean+eos")
 
 
-def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path):
+@pytest.mark.parametrize("pooling", [None, "mean+eos"])
+def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path, pooling):
     from revela_hf.evaluation.mteb_integration import revela_model_meta
     from revela_hf.retriever import RevelaRetriever
-    from revela_hf.search import as_encoder, load_encoder
+    from revela_hf.search import load_encoder
 
-    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
-    retriever.save_pretrained(tmp_path / "ret")
+    adapted_revela(tiny_decoder(tmp_path / "base")).save_pretrained(tmp_path / "ret")
+    retriever = RevelaRetriever.from_pretrained(str(tmp_path / "ret"), **({"pooling": pooling} if pooling else {}))
     raw_q = retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()
     raw_p = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
-    projection = project_retriever(as_encoder(retriever), tmp_path / "ret", tmp_path / "projected", TEXTS, k=2)
+    assert raw_q.shape == (len(TEXTS), 64 if pooling else 32)  # mean and EOS side by side
+    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2, pooling=pooling)
     queries, passages = projection.transform(raw_q), projection.transform(raw_p)
     assert np.abs(queries - unit(raw_q)).max() > 0.1  # the projection moves the embeddings
 
@@ -157,9 +150,9 @@ def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path):
         assert loaded.encode_queries(TEXTS, show_progress_bar=False).numpy() == pytest.approx(queries, abs=1e-5)
         assert loaded.encode_corpus(TEXTS, show_progress_bar=False).numpy() == pytest.approx(passages, abs=1e-5)
         assert load_encoder(str(folder)).encode_queries(TEXTS) == pytest.approx(queries, abs=1e-5)
-        st = SentenceTransformer(str(folder))
-        assert st.encode_query(TEXTS) == pytest.approx(queries, abs=1e-5)
-        assert st.encode_document(TEXTS) == pytest.approx(passages, abs=1e-5)
+        st = SentenceTransformer(str(folder))  # its mean pooling rounds apart by up to ~2e-5 after the projection
+        assert st.encode_query(TEXTS) == pytest.approx(queries, abs=5e-5)
+        assert st.encode_document(TEXTS) == pytest.approx(passages, abs=5e-5)
         types = [m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())]
         assert types == ["Transformer", "Pooling", "Normalize", "Dense", "Normalize"]
         card = (folder / "README.md").read_text()
@@ -176,7 +169,8 @@ def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path):
     assert_projected(tmp_path / "again")
     again = AllButTheTop.load(tmp_path / "again")
     assert torch.equal(again.mean, projection.mean) and torch.equal(again.directions, projection.directions)
-    assert SentenceTransformer(str(tmp_path / "ret")).encode_query(TEXTS) == pytest.approx(raw_q, abs=1e-5)  # untouched
+    plain = RevelaRetriever.from_pretrained(str(tmp_path / "ret")).encode_queries(TEXTS, show_progress_bar=False).numpy()
+    assert SentenceTransformer(str(tmp_path / "ret")).encode_query(TEXTS) == pytest.approx(plain, abs=1e-5)  # untouched
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -188,12 +182,11 @@ def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp
 
     from revela_hf.cli import main
     from revela_hf.retriever import RevelaRetriever
-    from revela_hf.search import as_encoder
 
     retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     retriever.max_length = 64  # the card's snippet does not truncate
     retriever.save_pretrained(tmp_path / "ret")
-    projection = project_retriever(as_encoder(retriever), tmp_path / "ret", tmp_path / "projected", TEXTS, k=2)
+    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2)
     assert main(["push", "tests/revela-projected", str(tmp_path / "projected"), "--merge-lora"]) == 0
     query = "how do I sort a list in python?"  # the model card's example query
     expected = projection.transform(retriever.encode_queries([query], show_progress_bar=False).numpy())
@@ -206,3 +199,22 @@ def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)  # what the card tells transformers users to run
     assert namespace["embedding"].numpy() == pytest.approx(expected, abs=1e-5)
+
+
+def test_mean_and_eos_pooling_concatenates_both_states(tmp_path):
+    from transformers import AutoModel
+
+    from revela_hf.retriever import RevelaRetriever
+
+    base = tiny_decoder(tmp_path / "base")
+    retriever = RevelaRetriever.from_backbone(str(base), pooling="mean+eos", normalize=False, max_length=24)
+    batch = retriever.tokenize(TEXTS[:3], prefix="Query: ")
+    eos = retriever.tokenizer.eos_token_id
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    assert all(row[n - 1] == eos for row, n in zip(batch["input_ids"].tolist(), lengths))  # EOS appended, as for "eos"
+    with torch.no_grad():
+        got = retriever(batch["input_ids"], batch["attention_mask"])
+        hidden = AutoModel.from_pretrained(str(base))(**batch).last_hidden_state  # (N, L, E)
+    for row, n, states in zip(got.tolist(), lengths, hidden.tolist()):
+        mean = [sum(states[t][e] for t in range(n)) / n for e in range(32)]
+        assert row == pytest.approx(mean + states[n - 1], abs=1e-5)  # [mean of the real tokens, the last (EOS) state]

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from revela_hf.pooling import pooling_appends_eos
 from revela_hf.retriever import tokenize_texts
 
 _WORD = re.compile(r"\S+")
@@ -132,7 +133,7 @@ class RevelaDataCollator:
             full_chunk_sources=list(config.full_chunk_sources),
             query_prefix=config.query_prefix,
             passage_prefix=config.passage_prefix,
-            append_eos=config.pooling == "eos",
+            append_eos=pooling_appends_eos(config.pooling),
             **kwargs,
         )
 
@@ -272,7 +273,7 @@ class DreamDataCollator:
             retriever_tokenizer=retriever_tokenizer,
             query_prefix=config.query_prefix,
             passage_prefix=config.passage_prefix,
-            append_eos=config.pooling == "eos",
+            append_eos=pooling_appends_eos(config.pooling),
             **kwargs,
         )
 

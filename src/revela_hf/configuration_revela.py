@@ -9,7 +9,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from revela_hf.defaults import PAPER_TEMPERATURE
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
-from revela_hf.retriever import check_pooling
+from revela_hf.pooling import check_pooling
 
 if TYPE_CHECKING:
     from revela_hf.objectives.base import ObjectiveSettings

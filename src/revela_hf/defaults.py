@@ -19,5 +19,5 @@ RECIPE_INBATCH_LAYERS = (-4, -3, -2, -1)
 RECIPE_RETRIEVER_LORA_R = 16
 # All-but-the-top after training (`revela_hf.search.projection`): principal directions of the training docstrings
 # removed: on a docstring -> code set of training files (benchmarks/projection_directions.py), not the suite, 16 and 24
-# tie (a plateau from 16 to 24 over three seeds).
+# tie (a plateau from 16 to 24 over three seeds). Per pooled vector: a "mean+eos" embedding has 2 x 16 removed.
 PROJECTION_DIRECTIONS = 16

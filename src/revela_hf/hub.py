@@ -21,7 +21,7 @@ from revela_hf.io import MARKER, write_json_atomically
 if TYPE_CHECKING:
     import torch
 
-ST_POOLING = {"eos": "lasttoken", "last": "lasttoken", "mean": "mean", "cls": "cls"}
+ST_POOLING = {"eos": ("lasttoken",), "last": ("lasttoken",), "mean": ("mean",), "cls": ("cls",), "mean+eos": ("mean", "lasttoken")}
 HUB_PREFIX = "hf://"  # names the Hub explicitly: hf://user/name
 OFFICIAL_REVELA_SETTINGS = {"pooling": "eos", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
 
@@ -124,15 +124,15 @@ def write_sentence_transformers_files(
     write_json_atomically(root / "modules.json", modules)
     sbert_config = {"max_seq_length": settings["max_length"], "do_lower_case": False}
     write_json_atomically(root / "sentence_bert_config.json", {**sbert_config, **({"config_args": base_config} if base_config else {})})
-    mode = ST_POOLING[settings["pooling"]]
+    modes = ST_POOLING[settings["pooling"]]
     write_json_atomically(root / "1_Pooling" / "config.json", {
         "word_embedding_dimension": embedding_dim,
-        "pooling_mode_cls_token": mode == "cls",
-        "pooling_mode_mean_tokens": mode == "mean",
+        "pooling_mode_cls_token": "cls" in modes,
+        "pooling_mode_mean_tokens": "mean" in modes,
         "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False,
         "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": mode == "lasttoken",
+        "pooling_mode_lasttoken": "lasttoken" in modes,
         "include_prompt": True,
     })
     write_json_atomically(root / "config_sentence_transformers.json", {

@@ -277,7 +277,9 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
         lora = lora_summary(next(iter(backbone.peft_config.values())).to_dict())
         targets = ", ".join(f"`{t}`" for t in lora["target_modules"] or [])
         rows.append(["Adapter", f"LoRA: r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']}, on {targets}"])
-    modules = ["`Transformer`", f"`Pooling` ({ST_POOLING[settings['pooling']]})"] + (["`Normalize`"] if settings["normalize"] else [])
+    from revela_hf.pooling import pooled_width
+
+    modules = ["`Transformer`", f"`Pooling` ({' + '.join(ST_POOLING[settings['pooling']])})"] + (["`Normalize`"] if settings["normalize"] else [])
     unit = settings["normalize"] or projection_directions is not None
     rows += [["Pooling", settings["pooling"]],
              ["Normalised embeddings", "yes" if unit else "no"],
@@ -285,7 +287,7 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
              ["Max length (tokens)", settings["max_length"]],
              ["Query prefix", f"`{settings['query_prefix']}`"],
              ["Passage prefix", f"`{settings['passage_prefix']}`"],
-             ["Embedding dimension", config.hidden_size]]
+             ["Embedding dimension", pooled_width(settings["pooling"], config.hidden_size)]]
     if projection_directions is not None:
         rows.append(["Post-processing", f"all-but-the-top: the mean and top {projection_directions} principal directions of "
                                         "description embeddings removed, then normalised (`all_but_the_top.npz`)"])

@@ -29,9 +29,9 @@ from revela_hf.hub import (
 )
 from revela_hf.io import IncompleteOutputError, absolute, publishing
 from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info
-from revela_hf.search.projection import PROJECTION_FILE, AllButTheTop
+from revela_hf.all_but_the_top import PROJECTION_FILE, AllButTheTop
+from revela_hf.pooling import check_pooling, pool, pooled_width, pooling_appends_eos
 
-POOLINGS = ("eos", "last", "mean", "cls")
 SETTINGS_FILE = "revela_retriever.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -42,29 +42,6 @@ REQUIRED_OVERRIDES = frozenset({"pooling", "query_prefix", "passage_prefix"})  #
 BASE_CONFIG_KEY = "base_config"  # in SETTINGS_FILE: the config values an adapter's base model loads with (its depth)
 ENCODE_WINDOW_BATCHES = 64  # `encode` tokenises and length-sorts this many batches of texts at a time
 DEFAULT_MAX_LENGTH = 512  # tokens per text, when a folder records none
-
-
-def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    return pooling
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool `(N, L, E)` hidden states into `(N, E)`.
-
-    "eos"/"last" take the last real token (works with left or right padding), "mean" averages
-    the real tokens, "cls" takes position 0.
-    """
-    check_pooling(pooling)
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, L, 1)
-    if pooling == "mean":
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    last = (attention_mask.bool() * positions).argmax(dim=1)  # (N,) index of the last real token
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 class RevelaRetriever(nn.Module):
@@ -250,7 +227,7 @@ class RevelaRetriever(nn.Module):
         base_config = adapter_base_config(self.backbone.config) if is_adapter else {}
         if self.tokenizer is not None:
             tokenizer = self.tokenizer
-            if self.pooling == "eos" and getattr(tokenizer, "is_fast", False):
+            if pooling_appends_eos(self.pooling) and getattr(tokenizer, "is_fast", False):
                 tokenizer = eos_appending_tokenizer(tokenizer)
             tokenizer.save_pretrained(folder)
         recorded = {**self.settings(), **({BASE_CONFIG_KEY: base_config} if base_config else {})}
@@ -314,7 +291,7 @@ class RevelaRetriever(nn.Module):
         program.save(str(folder / ONNX_FILE))  # weights over 2 GB go to model.onnx.data beside it
         if self.tokenizer is not None:
             tokenizer = self.tokenizer
-            if self.pooling == "eos" and getattr(tokenizer, "is_fast", False):
+            if pooling_appends_eos(self.pooling) and getattr(tokenizer, "is_fast", False):
                 tokenizer = eos_appending_tokenizer(tokenizer)
             tokenizer.save_pretrained(folder)
         (folder / SETTINGS_FILE).write_text(json.dumps(self.settings(), indent=2) + "\n", encoding="utf-8")
@@ -416,7 +393,7 @@ class RevelaRetriever(nn.Module):
         """Tokenise `prefix + text`, appending EOS for "eos" pooling; right-padded."""
         if self.tokenizer is None:
             raise ValueError("this RevelaRetriever has no tokenizer; pass one to encode text")
-        return tokenize_texts(self.tokenizer, texts, prefix, max_length or self.max_length, self.pooling == "eos")
+        return tokenize_texts(self.tokenizer, texts, prefix, max_length or self.max_length, pooling_appends_eos(self.pooling))
 
     @torch.no_grad()
     def encode(
@@ -437,10 +414,10 @@ class RevelaRetriever(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        out = torch.empty(len(texts), self.backbone.config.hidden_size, dtype=torch.float32)
+        out = torch.empty(len(texts), pooled_width(self.pooling, self.backbone.config.hidden_size), dtype=torch.float32)
         by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         window = batch_size * ENCODE_WINDOW_BATCHES
-        append_eos = self.pooling == "eos"
+        append_eos = pooling_appends_eos(self.pooling)
         pad_id = _pad_id(self.tokenizer) if texts else 0
         with tqdm(total=len(texts), desc="encoding", disable=not show_progress_bar, unit="text") as bar:
             for start in range(0, len(texts), window):

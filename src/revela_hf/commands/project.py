@@ -22,8 +22,10 @@ def register(subparsers) -> None:
                         help="also the .py files of this environment's installed packages (the demo's training text)")
     parser.add_argument("--descriptions", metavar="FILE", help="descriptions, one per line (or a queries.jsonl)")
     parser.add_argument("--output", required=True, help="folder for the projected copy (must not exist)")
-    parser.add_argument("--directions", type=int, default=PROJECTION_DIRECTIONS,
-                        help=f"top principal directions removed (default {PROJECTION_DIRECTIONS})")
+    parser.add_argument("--pooling", help="re-pool a Revela retriever first: eos, last, mean, cls or mean+eos (its mean and "
+                                          "EOS states side by side); default: as saved")
+    parser.add_argument("--directions", type=int,
+                        help=f"top principal directions removed (default {PROJECTION_DIRECTIONS} per pooled vector: 32 for mean+eos)")
     parser.add_argument("--max-descriptions", type=positive_int, default=2000)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.set_defaults(func=run)
@@ -33,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from revela_hf.evaluation.beir import read_query_texts
-    from revela_hf.search import load_encoder
     from revela_hf.search.projection import docstring_descriptions, project_retriever
 
     files = [p for src in map(Path, args.sources) for p in (sorted(src.rglob("*.py")) if src.is_dir() else [src])]
@@ -46,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if not descriptions:
         raise ValueError("no descriptions: pass --sources (or --installed-packages) with documented Python functions, "
                          "or --descriptions FILE")
-    project_retriever(load_encoder(args.retriever), args.retriever, args.output, descriptions[: args.max_descriptions],
-                      k=args.directions, batch_size=args.batch_size)
-    print(f"fitted on {min(len(descriptions), args.max_descriptions)} descriptions, {args.directions} directions removed; "
+    projection = project_retriever(args.retriever, args.output, descriptions[: args.max_descriptions], k=args.directions,
+                                   pooling=args.pooling, batch_size=args.batch_size)
+    print(f"fitted on {min(len(descriptions), args.max_descriptions)} descriptions, {len(projection.directions)} directions removed; "
           f"projected retriever at {args.output}")
     return 0

@@ -29,8 +29,8 @@ from revela_hf.io import write_file_atomically, write_json_atomically
 from revela_hf.objectives.registry import DEFAULT_OBJECTIVE, get_objective
 from revela_hf.demo.recipes import BUDGETS, DEMO_GROUPING, RETRIEVERS, Budget, projected_name, trained_name, untrained_name
 from revela_hf.trainer import RevelaTrainingArguments
-from revela_hf.retriever import RevelaRetriever, check_pooling
-from revela_hf.search.encoders import as_encoder
+from revela_hf.pooling import check_pooling
+from revela_hf.retriever import RevelaRetriever
 from revela_hf.search.projection import docstring_descriptions, project_retriever
 from revela_hf.training import ModelSpec, train
 
@@ -159,15 +159,12 @@ def run_demo(
     trained_dir = Path(args.output_dir) / "retriever"
     table[trained_name(objective, retriever)] = evaluate_retrieval(trainer.model.retriever, beir)
     projected_dir = None
-    if recipe.projection_directions is not None:
-        # All-but-the-top fitted on the docstrings of the demo's training text: inductive, one query at a time.
+    if recipe.projection_pooling is not None:
+        # Re-pooled and all-but-the-top fitted on the docstrings of the demo's training text: inductive, one query at a time.
         projected_dir = trained_dir.with_name("retriever-all-but-the-top")
-        trained = trainer.model.retriever
         descriptions = docstring_descriptions(training_python_files(demo_distributions()))
-        projection = project_retriever(as_encoder(trained), trained_dir, projected_dir, descriptions,
-                                       k=recipe.projection_directions, overwrite=True)
-        projected = RevelaRetriever(trained.backbone, trained.tokenizer, **trained.settings(), projection=projection)
-        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(projected, beir)
+        project_retriever(trained_dir, projected_dir, descriptions, pooling=recipe.projection_pooling, overwrite=True)
+        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(str(projected_dir), beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {
@@ -216,7 +213,7 @@ def _plot(results: dict, path: Path, data_name: str) -> None:
     projected = projected_name(trained_name(results["objective"], results["retriever_recipe"]))
     if projected in results["table"]:
         right.plot([steps[-1]], [100 * results["table"][projected]["ndcg@10"]], marker="*", markersize=12,
-                   linestyle="none", label="+ all-but-the-top")
+                   linestyle="none", label="mean+EOS + all-but-the-top")
     right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()
     fig.tight_layout()

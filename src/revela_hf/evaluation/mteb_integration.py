@@ -56,6 +56,7 @@ def folder_metadata(folder: Path) -> dict[str, Any]:
     loading weights: the backbone is built on the meta device from its config, an adapter's tensors are counted in
     its safetensors header. `revision` is the commit of a Hub snapshot (its folder's name), else `sha256:` + the
     first 16 hex digits of a hash of every file but the model card and the completion marker."""
+    from revela_hf.pooling import pooled_width
     from revela_hf.retriever import ADAPTER_WEIGHTS, DEFAULT_MAX_LENGTH, backbone_config, saved_settings
 
     settings = saved_settings(folder, {})
@@ -66,7 +67,7 @@ def folder_metadata(folder: Path) -> dict[str, Any]:
         with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as adapter:
             n_parameters += sum(math.prod(adapter.get_slice(name).get_shape()) for name in adapter.keys())
     return {
-        "embed_dim": config.hidden_size,
+        "embed_dim": pooled_width(settings.get("pooling", "eos"), config.hidden_size),
         "n_parameters": n_parameters,
         "max_tokens": settings.get("max_length", DEFAULT_MAX_LENGTH),
         "revision": folder.name if folder.parent.name == "snapshots" else _content_hash(folder),
