@@ -177,7 +177,8 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp_path):
+@pytest.mark.parametrize("pooling", [None, "mean+eos"])
+def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp_path, pooling):
     from huggingface_hub import snapshot_download
 
     from revela_hf.cli import main
@@ -186,9 +187,10 @@ def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp
     retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     retriever.max_length = 64  # the card's snippet does not truncate
     retriever.save_pretrained(tmp_path / "ret")
-    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2)
+    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2, pooling=pooling)
     assert main(["push", "tests/revela-projected", str(tmp_path / "projected"), "--merge-lora"]) == 0
     query = "how do I sort a list in python?"  # the model card's example query
+    retriever.pooling = pooling or retriever.pooling
     expected = projection.transform(retriever.encode_queries([query], show_progress_bar=False).numpy())
     folder = snapshot_download("tests/revela-projected", cache_dir=tmp_path / "cache")
     assert SentenceTransformer(folder).encode_query([query]) == pytest.approx(expected, abs=1e-5)

@@ -317,10 +317,13 @@ def _metadata(repo_id: str, base_model: str, is_adapter: bool, info: CardInfo) -
 
 
 def _pooling_snippet(settings: dict[str, Any], repo_id: str, projection_directions: int | None) -> str:
+    mean = ["mask = batch['attention_mask'].unsqueeze(-1).float()", "embedding = (hidden * mask).sum(1) / mask.sum(1)"]
     if settings["pooling"] == "mean":
-        lines = ["mask = batch['attention_mask'].unsqueeze(-1).float()", "embedding = (hidden * mask).sum(1) / mask.sum(1)"]
+        lines = mean
     elif settings["pooling"] == "cls":
         lines = ["embedding = hidden[:, 0]"]
+    elif settings["pooling"] == "mean+eos":
+        lines = [*mean, "embedding = torch.cat([embedding, hidden[:, -1]], dim=-1)  # the mean, then the appended EOS's state"]
     else:
         lines = ["embedding = hidden[:, -1]  # the tokenizer appends EOS; its state is the embedding"]
     if settings["normalize"]:
