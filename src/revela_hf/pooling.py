@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-POOLINGS = ("eos", "last", "mean", "cls", "mean+eos")
+# pooling -> the vectors it puts side by side ("eos" is the last real token's state with EOS appended to the text)
+POOLED_PARTS = {"eos": ("eos",), "last": ("last",), "mean": ("mean",), "cls": ("cls",), "mean+eos": ("mean", "eos")}
+POOLINGS = tuple(POOLED_PARTS)
 
 
 def check_pooling(pooling: str) -> str:
@@ -15,12 +17,12 @@ def check_pooling(pooling: str) -> str:
 
 def pooling_appends_eos(pooling: str) -> bool:
     """Whether texts end with an appended EOS token for `pooling` (its final state is, or is part of, the embedding)."""
-    return pooling in ("eos", "mean+eos")
+    return "eos" in POOLED_PARTS[check_pooling(pooling)]
 
 
 def pooled_width(pooling: str, hidden_size: int) -> int:
     """The width of the embeddings `pool` gives from hidden states of `hidden_size`."""
-    return 2 * hidden_size if pooling == "mean+eos" else hidden_size
+    return len(POOLED_PARTS[check_pooling(pooling)]) * hidden_size
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -30,11 +32,11 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     the real tokens, "cls" takes position 0, "mean+eos" concatenates the mean and the last (EOS) token's state,
     in sentence-transformers' order when a `Pooling` module has both modes.
     """
-    check_pooling(pooling)
+    parts = POOLED_PARTS[check_pooling(pooling)]
+    if len(parts) > 1:
+        return torch.cat([pool(hidden, attention_mask, part) for part in parts], dim=-1)
     if pooling == "cls":
         return hidden[:, 0]
-    if pooling == "mean+eos":
-        return torch.cat([pool(hidden, attention_mask, "mean"), pool(hidden, attention_mask, "eos")], dim=-1)
     mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, L, 1)
     if pooling == "mean":
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

@@ -163,8 +163,11 @@ def run_demo(
         # Re-pooled and all-but-the-top fitted on the docstrings of the demo's training text: inductive, one query at a time.
         projected_dir = trained_dir.with_name("retriever-all-but-the-top")
         descriptions = docstring_descriptions(training_python_files(demo_distributions()))
-        project_retriever(trained_dir, projected_dir, descriptions, pooling=recipe.projection_pooling, overwrite=True)
-        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(str(projected_dir), beir)
+        projection = project_retriever(trained_dir, projected_dir, descriptions, pooling=recipe.projection_pooling, overwrite=True)
+        trained = trainer.model.retriever
+        settings = {**trained.settings(), "pooling": recipe.projection_pooling}
+        projected = RevelaRetriever(trained.backbone, trained.tokenizer, **settings, projection=projection)
+        table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(projected, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
     results = {

@@ -14,6 +14,7 @@ from pathlib import Path
 from revela_hf.all_but_the_top import PROJECTION_FILE, AllButTheTop
 from revela_hf.defaults import PROJECTION_DIRECTIONS
 from revela_hf.encoders import as_array
+from revela_hf.pooling import POOLED_PARTS
 from revela_hf.retriever import SETTINGS_FILE, RevelaRetriever
 from revela_hf.search.encoders import as_encoder, load_encoder
 
@@ -40,11 +41,6 @@ def docstring_descriptions(files: Iterable[str | os.PathLike[str]], max_texts: i
     return texts[:max_texts]
 
 
-def default_directions(pooling: str | None) -> int:
-    """`PROJECTION_DIRECTIONS` for each pooled vector an embedding holds ("mean+eos": two)."""
-    return PROJECTION_DIRECTIONS * (2 if pooling == "mean+eos" else 1)
-
-
 def project_retriever(
     retriever_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], descriptions: list[str],
     k: int | None = None, pooling: str | None = None, batch_size: int = 32, overwrite: bool = False,
@@ -53,7 +49,8 @@ def project_retriever(
     that folder holding it to `output_dir` atomically (an existing one is refused, or with `overwrite` replaced once
     the new copy is complete). A Revela retriever is loaded, re-pooled when `pooling` is given (e.g. "mean+eos") and
     saved again with the projection, so its model card states it; a sentence-transformers folder is copied and the
-    projection saved into it. `k` defaults to `default_directions(pooling)`."""
+    projection saved into it. `k` defaults to `PROJECTION_DIRECTIONS` for each vector the pooling puts side by side (32 for
+    "mean+eos")."""
     output, source = Path(output_dir), Path(retriever_dir)
     if (source / PROJECTION_FILE).is_file():
         raise ValueError(f"{retriever_dir} is already projected ({PROJECTION_FILE}); project the retriever it was copied from")
@@ -66,7 +63,8 @@ def project_retriever(
         raise ValueError(f"re-pooling needs a Revela retriever ({SETTINGS_FILE}); {retriever_dir} is not one")
     model = RevelaRetriever.from_pretrained(str(source), **({"pooling": pooling} if pooling else {})) if revela else None
     encoder = as_encoder(model) if revela else load_encoder(str(source))
-    k = default_directions(pooling) if k is None else k
+    parts = len(POOLED_PARTS[model.pooling]) if model is not None else 1
+    k = PROJECTION_DIRECTIONS * parts if k is None else k
     projection = AllButTheTop.fit(as_array(encoder.encode_queries(descriptions, batch_size=batch_size)), k)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
