@@ -9,6 +9,8 @@ bf16; each flag changes one thing. Then score it on the suite:
     PYTHONPATH=src python benchmarks/quality.py --suite --root SUITE --baselines bm25 --hybrid --retriever NAME=OUT/run/retriever
 
 `--corpus DIR` reuses (or writes) the prepared groups; a corpus is specific to its group size and width.
+`--steps N --decay-steps D --save-steps S` trains longer, the last D steps decaying the rate, keeping every S-th
+step's checkpoint (`benchmarks/suite_long_run.json`: 720 steps, checkpoints every 90, each projected and scored).
 `--objective replug|dream --wall SECONDS` trains another objective until a wall time (equal-time comparisons);
 `--dream-heads N` first picks DREAM's N query-focused heads over all layers (`select_retrieval_heads` on the first 8
 training batches, 64 rows of groups of 8: about 6 minutes in fp32, before the wall clock starts).
@@ -104,6 +106,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int)
     parser.add_argument("--width", type=int, help="interleaved modules per group")
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--decay-steps", type=int, help="the last N steps decay the rate along a cosine")
+    parser.add_argument("--save-steps", type=int, default=45, help="a checkpoint every N steps")
     parser.add_argument("--pooling", default="eos")
     parser.add_argument("--top", type=int, default=4, help="LM layers (from the top) with the in-batch term")
     parser.add_argument("--no-v-norm", action="store_true")
@@ -118,7 +122,7 @@ def main() -> None:
         modeling_revela.similarity_weights = centred_similarity(modeling_revela.similarity_weights)
 
     plan = BUDGETS["default"]
-    changed = {"group_size": a.group_size, "interleave_width": a.width, "max_steps": a.steps}
+    changed = {"group_size": a.group_size, "interleave_width": a.width, "max_steps": a.steps, "decay_steps": a.decay_steps}
     plan = dataclasses.replace(plan, **{key: value for key, value in changed.items() if value})
     out = Path(a.out)
     corpus = Path(a.corpus) if a.corpus else out / "corpus"
@@ -138,7 +142,7 @@ def main() -> None:
                      retriever_pooling=a.pooling, config_overrides=overrides)
     args = RevelaTrainingArguments(
         output_dir=str(out / "run"), max_steps=plan.max_steps, learning_rate=a.lr, **plan.lr_schedule(),
-        logging_steps=3, save_steps=45, save_total_limit=1, max_length=plan.max_tokens,
+        logging_steps=3, save_steps=a.save_steps, max_length=plan.max_tokens,
         retriever_max_length=plan.max_tokens, report_to=[], seed=a.seed, use_cpu=True, bf16=True,
         base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
     )
