@@ -316,16 +316,18 @@ def _metadata(repo_id: str, base_model: str, is_adapter: bool, info: CardInfo) -
     return data.to_yaml()
 
 
+# each pooled part as an expression over `hidden` (the tokenizer appends EOS, so its state is hidden[:, -1])
+_PART_SNIPPETS = {"mean": "(hidden * mask).sum(1) / mask.sum(1)", "cls": "hidden[:, 0]", "eos": "hidden[:, -1]",
+                  "last": "hidden[:, -1]"}
+
+
 def _pooling_snippet(settings: dict[str, Any], repo_id: str, projection_directions: int | None) -> str:
-    mean = ["mask = batch['attention_mask'].unsqueeze(-1).float()", "embedding = (hidden * mask).sum(1) / mask.sum(1)"]
-    if settings["pooling"] == "mean":
-        lines = mean
-    elif settings["pooling"] == "cls":
-        lines = ["embedding = hidden[:, 0]"]
-    elif settings["pooling"] == "mean+eos":
-        lines = [*mean, "embedding = torch.cat([embedding, hidden[:, -1]], dim=-1)  # the mean, then the appended EOS's state"]
-    else:
-        lines = ["embedding = hidden[:, -1]  # the tokenizer appends EOS; its state is the embedding"]
+    from revela_hf.pooling import POOLED_PARTS
+
+    names = POOLED_PARTS[settings["pooling"]]
+    parts = [_PART_SNIPPETS[name] for name in names]
+    lines = ["mask = batch['attention_mask'].unsqueeze(-1).float()"] if "mean" in names else []
+    lines.append(f"embedding = {parts[0]}" if len(parts) == 1 else f"embedding = torch.cat([{', '.join(parts)}], dim=-1)")
     if settings["normalize"]:
         lines.append("embedding = F.normalize(embedding, dim=-1)")
     if projection_directions is not None:
