@@ -218,6 +218,26 @@ def check_ranks_agree(out: Path) -> None:
     assert digests[0] == pytest.approx(digests[1], rel=1e-6), "both ranks hold the same weights after training"
 
 
+EXITING_SCRIPT = """
+import atexit, threading, time
+from revela_hf.distributed import exit_launched_process
+atexit.register(print, "first registered")
+atexit.register(print, "last registered")
+threading.Thread(target=lambda: (time.sleep(0.2), print("thread done"))).start()
+print("buffered", end="")
+exit_launched_process(3)
+"""
+
+
+def test_exit_launched_process_does_what_an_exit_does_before_finalising():
+    """Without finalising the interpreter, what a normal exit does before that still happens: a non-daemon thread
+    finishes, atexit handlers run (the last registered first), buffered output reaches the pipe; the code is kept."""
+    proc = subprocess.run([sys.executable, "-c", EXITING_SCRIPT], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "bufferedthread done\nlast registered\nfirst registered\n"
+
+
 @pytest.mark.slow
 def test_ddp_two_processes(tmp_path, extensions_dir):
     launch("ddp", tmp_path, extensions_dir)
@@ -349,8 +369,7 @@ def test_revela_train_runs_under_accelerate_launch(tmp_path, extensions_dir):
 
 
 if __name__ == "__main__":
-    import torch.distributed as dist
+    from revela_hf.distributed import exit_launched_process
 
     worker(sys.argv[1], Path(sys.argv[2]))
-    if dist.is_initialized():  # a live gloo thread at interpreter exit aborts the process ("terminate called...")
-        dist.destroy_process_group()
+    exit_launched_process(0)

@@ -197,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from revela_hf.distributed import exit_launched_process
     from revela_hf.io import output_lock
     from revela_hf.training import train
 
@@ -208,6 +209,6 @@ def _run(args: argparse.Namespace) -> int:
         trainer = train(recipe.model_spec(), recipe.data, training_args)
     if first:
         print(f"retriever saved to {training_args.output_dir}/retriever ({trainer.state.global_step} steps)")
-    if torch.distributed.is_initialized():  # a live gloo thread at interpreter exit aborts the process
-        torch.distributed.destroy_process_group()
+    if torch.distributed.is_initialized():
+        exit_launched_process(0)
     return 0
