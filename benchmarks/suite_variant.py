@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--wall", type=float, help="stop after this many seconds of training")
     parser.add_argument("--self-contrast", type=float, default=0.0)
     parser.add_argument("--centred-sim", action="store_true")
+    parser.add_argument("--grouping", default=DEMO_GROUPING, help="how a corpus written here groups its chunks")
     a = parser.parse_args()
     if a.centred_sim:
         modeling_revela.similarity_weights = centred_similarity(modeling_revela.similarity_weights)
@@ -127,7 +128,7 @@ def main() -> None:
     out = Path(a.out)
     corpus = Path(a.corpus) if a.corpus else out / "corpus"
     if not corpus.exists():  # every installed distribution: the corpus the committed seeds used
-        prepare_demo_corpus(corpus, plan, DEMO_GROUPING, "block", a.seed, distributions=None)
+        prepare_demo_corpus(corpus, plan, a.grouping, "block", a.seed, distributions=None)
     top = list(range(-a.top, 0))
     objective = get_objective(a.objective).config_kwargs(top)
     if a.objective == "dream":  # DREAM's 0.05 leaves P(k | q) uniform at this retriever's cosine spread
