@@ -13,19 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 
 import torch
 
-from revela_hf.retriever import RevelaRetriever
+from revela_hf.retriever import RevelaRetriever, merged_backbone
 
 PROBES = ["def add(a, b): return a + b", "sort a list of numbers in place", "open a file and read its lines"]
-
-
-def merged(folder: str, scratch: str) -> RevelaRetriever:
-    """The retriever at `folder` with its adapter merged into the base weights."""
-    RevelaRetriever.from_pretrained(folder).save_pretrained(scratch, merge_lora=True)
-    return RevelaRetriever.from_pretrained(scratch)
 
 
 def main() -> None:
@@ -35,18 +28,18 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.retrievers) < 2:
         parser.error("a soup needs at least two retrievers")
-    with tempfile.TemporaryDirectory() as scratch:
-        models = [merged(folder, f"{scratch}/{i}") for i, folder in enumerate(args.retrievers)]
-    states = [model.backbone.state_dict() for model in models]
+    models = [RevelaRetriever.from_pretrained(folder) for folder in args.retrievers]
+    probes = [model.encode(PROBES, show_progress_bar=False) for model in models]
+    states = [merged_backbone(model.backbone).state_dict() for model in models]
     if any(state.keys() != states[0].keys() for state in states):
         raise ValueError("the retrievers do not share one base model's parameters")
     soup = models[0]
+    soup.backbone = merged_backbone(soup.backbone)
     soup.backbone.load_state_dict({name: torch.stack([state[name].float() for state in states]).mean(0).to(tensor.dtype)
                                    for name, tensor in states[0].items()})
     soup.save_pretrained(args.out)
-    probe = RevelaRetriever.from_pretrained(args.out).encode(PROBES, show_progress_bar=False)
-    cosines = {folder: (RevelaRetriever.from_pretrained(folder).encode(PROBES, show_progress_bar=False) * probe).sum(-1).mean().item()
-               for folder in args.retrievers}
+    probe = soup.encode(PROBES, show_progress_bar=False)
+    cosines = {folder: (embeddings * probe).sum(-1).mean().item() for folder, embeddings in zip(args.retrievers, probes)}
     print(json.dumps({"soup": args.out, "retrievers": args.retrievers, "probe_cosine_to_soup": cosines}, indent=1))
 
 
