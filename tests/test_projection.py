@@ -126,7 +126,7 @@ def test_project_retriever_replaces_a_copy_only_when_asked(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "projected", "retriever"]  # no staging folder left
     with pytest.raises(ValueError, match="already projected"):  # its embeddings would meet the projection twice
         project_retriever(out, tmp_path / "twice", TEXTS, k=1)
-    with pytest.raises(ValueError, match="re-pooling needs a Revela retriever"):
+    with pytest.raises(ValueError, match="re-pooling, token weights and mean_from_base need a Revela retriever"):
         project_retriever(tmp_path / "base", tmp_path / "x", TEXTS, pooling="mean+eos")
 
 

@@ -21,3 +21,5 @@ RECIPE_RETRIEVER_LORA_R = 16
 # removed: on a docstring -> code set of training files (benchmarks/projection_directions.py), not the suite, 16 and 24
 # tie (a plateau from 16 to 24 over three seeds). Per pooled vector: a "mean+eos" embedding has 2 x 16 removed.
 PROJECTION_DIRECTIONS = 16
+# SIF token weights for the mean-pooled half (`revela_hf.token_weights`): Arora et al.'s a, their paper's default.
+SIF_A = 1e-3

@@ -264,7 +264,27 @@ def _evaluation_table(info: CardInfo) -> str:
     return _table(["dataset", *metrics], rows, numeric=True) + f"\n\nScores in percent{when}."
 
 
-def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_adapter: bool, projection_directions: int | None) -> str:
+def stock_modules(settings: dict[str, Any], token_weights: bool) -> bool:
+    """Whether stock sentence-transformers modules give the folder's embeddings: not when the mean part weighs tokens
+    by id or reads the base model under the adapter."""
+    return not token_weights and not settings.get("mean_from_base", False)
+
+
+_ST_USAGE = """```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{repo_id}")
+queries = model.encode_query(["how do I sort a list in python?"])
+docs = model.encode_document(["sorted(xs) returns a new sorted list", "the capital of France is Paris"])
+print(model.similarity(queries, docs))
+```"""
+_NO_ST_USAGE = ("Not available for this read-out: stock sentence-transformers modules cannot weigh tokens by id "
+                "(`token_weights.npy`) or read the base model under the adapter, so the folder ships no "
+                "sentence-transformers configuration. Load it with revela-hf or transformers.")
+
+
+def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_adapter: bool, projection_directions: int | None,
+                  token_weights: bool = False) -> str:
     """The "Full model architecture" table: base model, backbone, adapter, pooling, normalisation, lengths, prefixes,
     similarity, post-processing and the sentence-transformers modules the folder loads as."""
     from revela_hf.hub import ST_POOLING
@@ -281,7 +301,10 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
 
     modules = ["`Transformer`", f"`Pooling` ({' + '.join(ST_POOLING[settings['pooling']])})"] + (["`Normalize`"] if settings["normalize"] else [])
     unit = settings["normalize"] or projection_directions is not None
-    rows += [["Pooling", settings["pooling"]],
+    mean_notes = ((["tokens weighted by SIF weights (`token_weights.npy`)"] if token_weights else [])
+                  + (["read from the base model, adapter off"] if settings.get("mean_from_base") else []))
+    pooling = settings["pooling"] + (f" (the mean part: {'; '.join(mean_notes)})" if mean_notes else "")
+    rows += [["Pooling", pooling],
              ["Normalised embeddings", "yes" if unit else "no"],
              ["Similarity", "cosine" if unit else "dot product"],
              ["Max length (tokens)", settings["max_length"]],
@@ -292,7 +315,7 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
         rows.append(["Post-processing", f"all-but-the-top: the mean and top {projection_directions} principal directions of "
                                         "description embeddings removed, then normalised (`all_but_the_top.npz`)"])
         modules += ([] if settings["normalize"] else ["`Normalize`"]) + ["`Dense` (the projection)", "`Normalize`"]
-    rows.append(["sentence-transformers modules", " → ".join(modules)])
+    rows.append(["sentence-transformers modules", " → ".join(modules) if stock_modules(settings, token_weights) else "none (see Usage)"])
     return _table(["", ""], rows)
 
 
@@ -321,19 +344,28 @@ _PART_SNIPPETS = {"mean": "(hidden * mask).sum(1) / mask.sum(1)", "cls": "hidden
                   "last": "hidden[:, -1]"}
 
 
-def _pooling_snippet(settings: dict[str, Any], repo_id: str, projection_directions: int | None) -> str:
+def _pooling_snippet(settings: dict[str, Any], repo_id: str, projection_directions: int | None, token_weights: bool = False) -> str:
     from revela_hf.pooling import POOLED_PARTS
 
     names = POOLED_PARTS[settings["pooling"]]
     parts = [_PART_SNIPPETS[name] for name in names]
-    lines = ["mask = batch['attention_mask'].unsqueeze(-1).float()"] if "mean" in names else []
+    lines = []
+    if token_weights or projection_directions is not None:
+        lines += ["import numpy as np", "from huggingface_hub import hf_hub_download"]
+    if settings.get("mean_from_base"):
+        parts = [part.replace("hidden", "base_hidden") if name == "mean" else part for name, part in zip(names, parts)]
+        lines += ["model.disable_adapters()  # the mean part reads the base model", "with torch.no_grad():",
+                  "    base_hidden = model(**batch).last_hidden_state", "model.enable_adapters()"]
+    if "mean" in names:
+        lines.append("mask = batch['attention_mask'].unsqueeze(-1).float()")
+    if token_weights:
+        lines += [f'token_weights = torch.from_numpy(np.load(hf_hub_download("{repo_id}", "token_weights.npy")))',
+                  "mask = mask * token_weights[batch['input_ids']].unsqueeze(-1)  # SIF weights of the mean part"]
     lines.append(f"embedding = {parts[0]}" if len(parts) == 1 else f"embedding = torch.cat([{', '.join(parts)}], dim=-1)")
     if settings["normalize"]:
         lines.append("embedding = F.normalize(embedding, dim=-1)")
     if projection_directions is not None:
         lines += ["# all-but-the-top post-processing, as every loader above applies it",
-                  "import numpy as np",
-                  "from huggingface_hub import hf_hub_download",
                   f'stored = np.load(hf_hub_download("{repo_id}", "all_but_the_top.npz"))',
                   'mean, top = torch.from_numpy(stored["mean"]), torch.from_numpy(stored["directions"])',
                   "centred = F.normalize(embedding, dim=-1) - mean",
@@ -350,12 +382,14 @@ def render_model_card(
     info: CardInfo | None = None,
     base_config: dict[str, Any] | None = None,
     projection_directions: int | None = None,
+    token_weights: bool = False,
 ) -> str:
     """The README.md of a published retriever: Hub/mteb metadata, architecture, training, results, usage.
 
     `backbone`: the model the folder holds (a `PreTrainedModel`, with its LoRA adapter when `is_adapter`).
     `base_config`: the config values the base model loads with (`num_hidden_layers`), passed in the usage snippets.
-    `projection_directions`: k of the all-but-the-top projection the folder holds, if any."""
+    `projection_directions`: k of the all-but-the-top projection the folder holds, if any; `token_weights`: whether it
+    holds SIF token weights."""
     info = info or CardInfo()
     base_kwargs = "".join(f", {key}={value!r}" for key, value in (base_config or {}).items())
     template = Template(resources.files("revela_hf").joinpath("model_cards", TEMPLATE).read_text(encoding="utf-8"))
@@ -364,13 +398,15 @@ def render_model_card(
         title=repo_id.split("/")[-1],
         weights_note="a LoRA adapter for the base model" if is_adapter else "the full encoder weights",
         base_model=base_model,
-        architecture=_architecture(backbone, settings, base_model, is_adapter, projection_directions),
+        architecture=_architecture(backbone, settings, base_model, is_adapter, projection_directions, token_weights),
+        st_files=" and the sentence-transformers configuration" if stock_modules(settings, token_weights) else "",
+        sentence_transformers_usage=_ST_USAGE.format(repo_id=repo_id) if stock_modules(settings, token_weights) else _NO_ST_USAGE,
         query_prefix=settings["query_prefix"],
         training_data=_training_data(info),
         framework_versions=_versions_list(info.framework_versions),
         training_details="\n\n".join(filter(None, (_hyperparameters(info), _training_logs(info), _hardware(info)))),
         evaluation=_evaluation_table(info),
         repo_id=repo_id,
-        transformers_pooling=_pooling_snippet(settings, repo_id, projection_directions),
+        transformers_pooling=_pooling_snippet(settings, repo_id, projection_directions, token_weights),
         base_kwargs=base_kwargs,
     )

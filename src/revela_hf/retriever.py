@@ -28,9 +28,11 @@ from revela_hf.hub import (
     write_sentence_transformers_files,
 )
 from revela_hf.io import IncompleteOutputError, absolute, publishing
-from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info
+from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info, stock_modules
 from revela_hf.all_but_the_top import PROJECTION_FILE, AllButTheTop
-from revela_hf.pooling import check_pooling, pool, pooled_width, pooling_appends_eos
+from revela_hf.pooling import check_pooling, pool, pooled_width, pooling_appends_eos, require_mean_part
+from revela_hf.defaults import SIF_A
+from revela_hf.token_weights import load_token_weights, save_token_weights, sif_weights
 
 SETTINGS_FILE = "revela_retriever.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -76,6 +78,13 @@ class RevelaRetriever(nn.Module):
             Post-processing applied to every embedding after pooling (`revela project`,
             `revela_hf.search.projection`); its output is L2-normalised whatever `normalize` says. Saved and loaded
             with the folder.
+        token_weights (`torch.Tensor`, *optional*):
+            `(vocab_size,)` weights of the tokens in the mean-pooled part (SIF weights, `revela_hf.token_weights`;
+            `revela project --token-weights`); saved and loaded with the folder. Needs a pooling with a mean part.
+        mean_from_base (`bool`, *optional*, defaults to `False`):
+            Whether the mean-pooled part reads the backbone with its adapter switched off (the base model's states,
+            a second forward pass) while the other parts read the adapted backbone: Revela trains the EOS state,
+            and its adapter makes the base model's mean-pooled states worse (README, "Yardstick suite").
 
     Example:
 
@@ -115,6 +124,8 @@ class RevelaRetriever(nn.Module):
         normalize: bool = True,
         max_length: int = DEFAULT_MAX_LENGTH,
         projection: AllButTheTop | None = None,
+        token_weights: torch.Tensor | None = None,
+        mean_from_base: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -125,6 +136,13 @@ class RevelaRetriever(nn.Module):
         self.normalize = normalize
         self.max_length = max_length
         self.projection = projection
+        if token_weights is not None or mean_from_base:
+            require_mean_part(self.pooling, "token weights and mean_from_base weigh or re-read")
+        vocab = backbone.get_input_embeddings().num_embeddings
+        if token_weights is not None and tuple(token_weights.shape) != (vocab,):
+            raise ValueError(f"token weights must hold one weight per token of the backbone's {vocab}, got shape {tuple(token_weights.shape)}")
+        self.register_buffer("token_weights", token_weights, persistent=False)  # (V,) or None
+        self.mean_from_base = mean_from_base
         self.card: CardInfo | None = None  # how it was trained and scored, kept across loads and saves
 
     # ------------------------------------------------------------------ construction
@@ -166,6 +184,7 @@ class RevelaRetriever(nn.Module):
             "passage_prefix": self.passage_prefix,
             "normalize": self.normalize,
             "max_length": self.max_length,
+            "mean_from_base": self.mean_from_base,
         }
 
     def save_pretrained(
@@ -219,6 +238,8 @@ class RevelaRetriever(nn.Module):
 
     def _write_folder(self, folder: Path, name: str, base_model: str | None, card: CardInfo | None, merge_lora: bool) -> None:
         """The files of `save_pretrained` in `folder`; `name` heads the model card."""
+        if merge_lora and self.mean_from_base:
+            raise ValueError("this retriever reads its mean half from the base model under its adapter (mean_from_base): merging the adapter would lose that base")
         backbone = merged_backbone(self.backbone) if merge_lora and has_adapter(self.backbone) else self.backbone
         backbone.save_pretrained(folder)
         is_adapter = (folder / ADAPTER_CONFIG).is_file()
@@ -233,12 +254,16 @@ class RevelaRetriever(nn.Module):
         recorded = {**self.settings(), **({BASE_CONFIG_KEY: base_config} if base_config else {})}
         (folder / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         dim = self.backbone.config.hidden_size
-        write_sentence_transformers_files(folder, self.settings(), dim, base_config)
+        if stock_modules(self.settings(), self.token_weights is not None):
+            write_sentence_transformers_files(folder, self.settings(), dim, base_config)
+        if self.token_weights is not None:
+            save_token_weights(folder, self.token_weights)
         if self.projection is not None:
             self.projection.save(folder)  # after the sentence-transformers modules it ends
         base = base_model or (card.base_model if card else None) or self.backbone.config.name_or_path
         directions = len(self.projection.directions) if self.projection is not None else None
-        card_text = render_model_card(name, self.settings(), base, backbone, is_adapter, card, base_config, directions)
+        card_text = render_model_card(name, self.settings(), base, backbone, is_adapter, card, base_config, directions,
+                                      token_weights=self.token_weights is not None)
         (folder / "README.md").write_text(card_text, encoding="utf-8")
         if card is not None:
             save_card_info(folder, card)
@@ -277,9 +302,12 @@ class RevelaRetriever(nn.Module):
         return absolute(target)
 
     def _write_onnx(self, folder: Path, opset_version: int) -> None:
+        if self.mean_from_base:
+            raise ValueError("an ONNX export holds one model, and this retriever reads its mean half from the base model under its adapter (mean_from_base)")
         backbone = merged_backbone(self.backbone) if has_adapter(self.backbone) else copy.deepcopy(self.backbone)
         projection = copy.deepcopy(self.projection).to("cpu") if self.projection is not None else None
-        graph = RevelaRetriever(backbone.to("cpu", torch.float32), None, **self.settings(), projection=projection).eval()
+        token_weights = self.token_weights.cpu() if self.token_weights is not None else None
+        graph = RevelaRetriever(backbone.to("cpu", torch.float32), None, **self.settings(), projection=projection, token_weights=token_weights).eval()
         example = pad_rows([[1, 2, 3, 4], [1, 2]], 0)  # two lengths, so neither axis is specialised to 1 or equal rows
         batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
         with torch.no_grad():
@@ -377,7 +405,8 @@ class RevelaRetriever(nn.Module):
         tokenizer_source = str(folder) if has_tokenizer else adapter_base_model(folder) or str(folder)
         backbone = base_model_of(AutoModel.from_pretrained(str(folder), token=token, **base_config))
         projection = AllButTheTop.load(folder) if (folder / PROJECTION_FILE).is_file() else None
-        retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings, projection=projection)
+        retriever = cls(backbone, AutoTokenizer.from_pretrained(tokenizer_source, token=token), **settings, projection=projection,
+                        token_weights=load_token_weights(folder))
         retriever.card = load_card_info(folder)
         return retriever
 
@@ -385,9 +414,34 @@ class RevelaRetriever(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """`(N, L)` token ids -> `(N, E)` embeddings."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, L, E)
-        emb = pool(hidden, attention_mask, self.pooling)  # (N, E)
+        base_hidden = self._base_hidden(input_ids, attention_mask) if self.mean_from_base else None  # (N, L, E) or None
+        weights = attention_mask * self.token_weights[input_ids] if self.token_weights is not None else None  # (N, L)
+        emb = pool(hidden, attention_mask, self.pooling, base_hidden, weights)  # (N, E)
         emb = F.normalize(emb, dim=-1) if self.normalize else emb
         return self.projection(emb) if self.projection is not None else emb
+
+    def fit_token_weights(self, texts: list[str], a: float = SIF_A) -> torch.Tensor:
+        """Set `token_weights` to SIF weights counted over `texts` as this retriever reads them, each once as a query
+        and once as a passage (`revela_hf.token_weights`); returns them."""
+        require_mean_part(self.pooling, "token weights weigh")
+        if self.tokenizer is None:
+            raise ValueError("this RevelaRetriever has no tokenizer; pass one to count token frequencies")
+        append_eos = pooling_appends_eos(self.pooling)
+        rows = itertools.chain.from_iterable(token_rows(self.tokenizer, texts, prefix, self.max_length, append_eos)
+                                             for prefix in (self.query_prefix, self.passage_prefix))
+        vocab = self.backbone.get_input_embeddings().num_embeddings
+        self.token_weights = sif_weights(rows, vocab, a).to(self.backbone.device)
+        return self.token_weights
+
+    def _base_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """`(N, L, E)` final states of the backbone with its adapter switched off (None without an adapter: the same model)."""
+        if not has_adapter(self.backbone):
+            return None
+        self.backbone.disable_adapters()
+        try:
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        finally:
+            self.backbone.enable_adapters()
 
     def tokenize(self, texts: list[str], prefix: str = "", max_length: int | None = None) -> dict[str, torch.Tensor]:
         """Tokenise `prefix + text`, appending EOS for "eos" pooling; right-padded."""

@@ -26,6 +26,12 @@ def register(subparsers) -> None:
                                           "EOS states side by side); default: as saved")
     parser.add_argument("--directions", type=int,
                         help=f"top principal directions removed (default {PROJECTION_DIRECTIONS} per pooled vector: 32 for mean+eos)")
+    parser.add_argument("--token-weights", metavar="DIR",
+                        help="weigh the mean-pooled part's tokens by SIF weights counted over a prepared corpus (`revela prepare`'s "
+                             "output, the training text); needs a pooling with a mean part")
+    parser.add_argument("--mean-from-base", action="store_true",
+                        help="read the mean-pooled part from the base model under the retriever's adapter (a second pass): "
+                             "Revela trains the EOS state, and its adapter makes the base model's mean worse")
     parser.add_argument("--max-descriptions", type=positive_int, default=2000)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.set_defaults(func=run)
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from revela_hf.evaluation.beir import read_query_texts
-    from revela_hf.search.projection import docstring_descriptions, project_retriever
+    from revela_hf.search.projection import corpus_chunks, docstring_descriptions, project_retriever
 
     files = [p for src in map(Path, args.sources) for p in (sorted(src.rglob("*.py")) if src.is_dir() else [src])]
     if args.installed_packages:
@@ -47,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if not descriptions:
         raise ValueError("no descriptions: pass --sources (or --installed-packages) with documented Python functions, "
                          "or --descriptions FILE")
+    weight_texts = corpus_chunks(args.token_weights) if args.token_weights else None
     projection = project_retriever(args.retriever, args.output, descriptions[: args.max_descriptions], k=args.directions,
-                                   pooling=args.pooling, batch_size=args.batch_size)
+                                   pooling=args.pooling, batch_size=args.batch_size, token_weight_texts=weight_texts,
+                                   mean_from_base=args.mean_from_base)
     print(f"fitted on {min(len(descriptions), args.max_descriptions)} descriptions, {len(projection.directions)} directions removed; "
           f"projected retriever at {args.output}")
     return 0

@@ -41,16 +41,32 @@ def docstring_descriptions(files: Iterable[str | os.PathLike[str]], max_texts: i
     return texts[:max_texts]
 
 
+def corpus_chunks(data_dir: str | os.PathLike[str]) -> list[str]:
+    """Every chunk of a `revela prepare` dataset (the training text), group after group."""
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(data_dir))
+    if isinstance(dataset, DatasetDict) or "chunks" not in dataset.column_names:
+        raise ValueError(f"{data_dir} is not a `revela prepare` dataset (one split with a 'chunks' column)")
+    chunks = [chunk for group in dataset["chunks"] for chunk in group]
+    if not chunks:
+        raise ValueError(f"the prepared dataset at {data_dir} holds no chunk")
+    return chunks
+
+
 def project_retriever(
     retriever_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], descriptions: list[str],
     k: int | None = None, pooling: str | None = None, batch_size: int = 32, overwrite: bool = False,
+    token_weight_texts: list[str] | None = None, mean_from_base: bool = False,
 ) -> AllButTheTop:
     """Fit the projection on `descriptions` encoded as queries by the retriever at `retriever_dir` and write a copy of
     that folder holding it to `output_dir` atomically (an existing one is refused, or with `overwrite` replaced once
     the new copy is complete). A Revela retriever is loaded, re-pooled when `pooling` is given (e.g. "mean+eos") and
     saved again with the projection, so its model card states it; a sentence-transformers folder is copied and the
     projection saved into it. `k` defaults to `PROJECTION_DIRECTIONS` for each vector the pooling puts side by side (32 for
-    "mean+eos")."""
+    "mean+eos"). With `token_weight_texts` (the training corpus) the mean-pooled part weighs its tokens by SIF weights
+    counted over them (`RevelaRetriever.fit_token_weights`); with `mean_from_base` it reads the base model under the
+    adapter (`RevelaRetriever`'s `mean_from_base`). Both are fitted before the projection, which sees their embeddings."""
     output, source = Path(output_dir), Path(retriever_dir)
     if (source / PROJECTION_FILE).is_file():
         raise ValueError(f"{retriever_dir} is already projected ({PROJECTION_FILE}); project the retriever it was copied from")
@@ -59,9 +75,12 @@ def project_retriever(
     if not descriptions:
         raise ValueError("no descriptions to fit the projection on")
     revela = (source / SETTINGS_FILE).is_file()
-    if pooling is not None and not revela:
-        raise ValueError(f"re-pooling needs a Revela retriever ({SETTINGS_FILE}); {retriever_dir} is not one")
-    model = RevelaRetriever.from_pretrained(str(source), **({"pooling": pooling} if pooling else {})) if revela else None
+    if (pooling is not None or token_weight_texts is not None or mean_from_base) and not revela:
+        raise ValueError(f"re-pooling, token weights and mean_from_base need a Revela retriever ({SETTINGS_FILE}); {retriever_dir} is not one")
+    overrides = {**({"pooling": pooling} if pooling else {}), **({"mean_from_base": True} if mean_from_base else {})}
+    model = RevelaRetriever.from_pretrained(str(source), **overrides) if revela else None
+    if token_weight_texts is not None:
+        model.fit_token_weights(token_weight_texts)
     encoder = as_encoder(model) if revela else load_encoder(str(source))
     parts = len(POOLED_PARTS[model.pooling]) if model is not None else 1
     k = PROJECTION_DIRECTIONS * parts if k is None else k
