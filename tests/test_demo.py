@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     run_demo(out)
     results = json.loads((out / "results.json").read_text())
     table = results["table"]
-    assert set(table) == {"SmolLM2-135M untrained", "SmolLM2-135M + Revela", "SmolLM2-135M + Revela, SIF mean of the base + EOS, all-but-the-top",
+    assert set(table) == {"SmolLM2-135M untrained", "SmolLM2-135M + Revela", "SmolLM2-135M + Revela, SIF mean + EOS, all-but-the-top",
                           "BM25", "all-MiniLM-L6-v2 (supervised)"}
     for scores in table.values():
         assert 0.0 <= scores["ndcg@10"] <= 1.0
@@ -48,12 +48,12 @@ def test_demo_runs_end_to_end_on_a_truncated_model(tmp_path):
     retriever = RevelaRetriever.from_pretrained(results["retriever"])
     embeddings = retriever.encode_queries(["return the sum of a list"], show_progress_bar=False)
     assert embeddings.shape[0] == 1 and abs(float(embeddings.norm()) - 1.0) < 1e-4
-    # The projected copy: the base model's mean, its tokens SIF-weighted by the training chunks' frequencies, beside the
-    # trained EOS state, passed through the projection saved beside it (16 directions per pooled vector).
+    # The projected copy: the retriever's mean, its tokens SIF-weighted by the training chunks' frequencies, beside its
+    # EOS state, passed through the projection saved beside it (16 directions per pooled vector).
     projected = load_encoder(results["projected_retriever"])
     projection = AllButTheTop.load(results["projected_retriever"])
     assert projection.directions.shape == (32, 2 * embeddings.shape[1])
-    both = RevelaRetriever.from_pretrained(results["retriever"], pooling="mean+eos", mean_from_base=True)
+    both = RevelaRetriever.from_pretrained(results["retriever"], pooling="mean+eos")
     both.fit_token_weights([chunk for row in corpus for chunk in row["chunks"]])
     expected = projection.transform(both.encode_queries(["return the sum of a list"], show_progress_bar=False).numpy())
     assert projected.encode_queries(["return the sum of a list"]) == pytest.approx(expected, abs=1e-5)

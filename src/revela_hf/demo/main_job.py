@@ -163,10 +163,9 @@ def run_demo(
         # Re-pooled and all-but-the-top fitted on the docstrings of the demo's training text: inductive, one query at a time.
         projected_dir = trained_dir.with_name("retriever-all-but-the-top")
         descriptions = docstring_descriptions(training_python_files(demo_distributions()))
-        # The mean half from the base model, its tokens SIF-weighted by their frequency in the training chunks (README).
+        # The mean half's tokens SIF-weighted by their frequency in the training chunks (README).
         project_retriever(trained_dir, projected_dir, descriptions, pooling=recipe.projection_pooling, overwrite=True,
-                          token_weight_texts=corpus_chunks(corpus) if recipe.projection_token_weights else None,
-                          mean_from_base=recipe.projection_mean_from_base)
+                          token_weight_texts=corpus_chunks(corpus) if recipe.projection_token_weights else None)
         projected = RevelaRetriever.from_pretrained(str(projected_dir))
         table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(projected, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
@@ -217,7 +216,7 @@ def _plot(results: dict, path: Path, data_name: str) -> None:
     projected = projected_name(trained_name(results["objective"], results["retriever_recipe"]))
     if projected in results["table"]:
         right.plot([steps[-1]], [100 * results["table"][projected]["ndcg@10"]], marker="*", markersize=12,
-                   linestyle="none", label="SIF mean of the base + EOS, all-but-the-top")
+                   linestyle="none", label="SIF mean + EOS, all-but-the-top")
     right.set(title=data_name, xlabel="step", ylabel="nDCG@10 (%)")
     right.legend()
     fig.tight_layout()
