@@ -79,13 +79,16 @@ def test_onnx_export_of_an_adapted_encoder_gives_its_embeddings(tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_export_of_a_projected_retriever_applies_the_projection(tmp_path):
+def test_onnx_export_of_the_demos_read_out_applies_the_token_weights_and_the_projection(tmp_path):
     from revela_hf.all_but_the_top import AllButTheTop
 
-    retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
+    retriever = adapted_revela(tiny_decoder(tmp_path / "base"), pooling="mean+eos")
     plain = retriever.encode_queries(TEXTS, show_progress_bar=False)
+    retriever.fit_token_weights(TEXTS)
+    weighted = retriever.encode_queries(TEXTS, show_progress_bar=False)
+    assert (weighted - plain).abs().max() > 1e-2
     retriever.projection = AllButTheTop.fit(retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy(), k=2)
-    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - plain).abs().max() > 0.1
+    assert (retriever.encode_queries(TEXTS, show_progress_bar=False) - weighted).abs().max() > 0.1
     _assert_export_matches(retriever, retriever.export_onnx(tmp_path / "onnx"))
 
 def test_onnx_export_refuses_a_foreign_folder_and_an_unknown_pooling(tmp_path):
