@@ -32,6 +32,7 @@ from revela_hf.trainer import RevelaTrainingArguments
 from revela_hf.pooling import check_pooling
 from revela_hf.retriever import RevelaRetriever
 from revela_hf.search.projection import corpus_chunks, docstring_descriptions, project_retriever
+from revela_hf.token_weights import load_token_weights
 from revela_hf.training import ModelSpec, train
 
 
@@ -164,9 +165,13 @@ def run_demo(
         projected_dir = trained_dir.with_name("retriever-all-but-the-top")
         descriptions = docstring_descriptions(training_python_files(demo_distributions()))
         # The mean half's tokens SIF-weighted by their frequency in the training chunks (README).
-        project_retriever(trained_dir, projected_dir, descriptions, pooling=recipe.projection_pooling, overwrite=True,
-                          token_weight_texts=corpus_chunks(corpus) if recipe.projection_token_weights else None)
-        projected = RevelaRetriever.from_pretrained(str(projected_dir))
+        projection = project_retriever(trained_dir, projected_dir, descriptions, pooling=recipe.projection_pooling, overwrite=True,
+                                       token_weight_texts=corpus_chunks(corpus) if recipe.projection_token_weights else None)
+        # Scored on the trained backbone in memory, with the copy's small read-out files (no second model load).
+        trained = trainer.model.retriever
+        settings = {**trained.settings(), "pooling": recipe.projection_pooling}
+        projected = RevelaRetriever(trained.backbone, trained.tokenizer, **settings, projection=projection,
+                                    token_weights=load_token_weights(projected_dir))
         table[projected_name(trained_name(objective, retriever))] = evaluate_retrieval(projected, beir)
     table["BM25"] = evaluate_retrieval("bm25", beir)
     table["all-MiniLM-L6-v2 (supervised)"] = evaluate_retrieval(minilm_path(), beir)
