@@ -130,18 +130,21 @@ def test_project_retriever_replaces_a_copy_only_when_asked(tmp_path):
         project_retriever(tmp_path / "base", tmp_path / "x", TEXTS, pooling="mean+eos")
 
 
-@pytest.mark.parametrize("pooling", [None, "mean+eos"])
-def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path, pooling):
+@pytest.mark.parametrize(("pooling", "sif"), [(None, False), ("mean+eos", False), ("mean+eos", True)])
+def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path, pooling, sif):
     from revela_hf.evaluation.mteb_integration import revela_model_meta
     from revela_hf.retriever import RevelaRetriever
     from revela_hf.search import load_encoder
 
     adapted_revela(tiny_decoder(tmp_path / "base")).save_pretrained(tmp_path / "ret")
     retriever = RevelaRetriever.from_pretrained(str(tmp_path / "ret"), **({"pooling": pooling} if pooling else {}))
+    if sif:
+        retriever.fit_token_weights(TEXTS)  # SIF weights on the mean part, as `revela project --token-weights` fits them
     raw_q = retriever.encode_queries(TEXTS, show_progress_bar=False).numpy()
     raw_p = retriever.encode_corpus(TEXTS, show_progress_bar=False).numpy()
     assert raw_q.shape == (len(TEXTS), 64 if pooling else 32)  # mean and EOS side by side
-    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2, pooling=pooling)
+    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2, pooling=pooling,
+                                   token_weight_texts=TEXTS if sif else None)
     queries, passages = projection.transform(raw_q), projection.transform(raw_p)
     assert np.abs(queries - unit(raw_q)).max() > 0.1  # the projection moves the embeddings
 
@@ -154,7 +157,10 @@ def test_a_projected_revela_retriever_loads_projected_everywhere(tmp_path, pooli
         assert st.encode_query(TEXTS) == pytest.approx(queries, abs=5e-5)
         assert st.encode_document(TEXTS) == pytest.approx(passages, abs=5e-5)
         types = [m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())]
-        assert types == ["Transformer", "Pooling", "Normalize", "Dense", "Normalize"]
+        # With SIF weights, WordWeights weighs every token's state by its id and a Dense divides the EOS part by
+        # the EOS token's weight again: stock modules, no trust_remote_code.
+        sif_modules = (["WordWeights"], ["Dense"]) if sif else ([], [])
+        assert types == ["Transformer", *sif_modules[0], "Pooling", *sif_modules[1], "Normalize", "Dense", "Normalize"]
         card = (folder / "README.md").read_text()
         assert "| Post-processing | all-but-the-top: the mean and top 2 principal directions" in card
         assert '"all_but_the_top.npz"' in card  # the transformers snippet applies it too
@@ -177,8 +183,8 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("pooling", [None, "mean+eos"])
-def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp_path, pooling):
+@pytest.mark.parametrize(("pooling", "sif"), [(None, False), ("mean+eos", False), ("mean+eos", True)])
+def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp_path, pooling, sif):
     from huggingface_hub import snapshot_download
 
     from revela_hf.cli import main
@@ -187,10 +193,13 @@ def test_a_pushed_projected_retriever_and_its_card_apply_the_projection(hub, tmp
     retriever = adapted_revela(tiny_decoder(tmp_path / "base"))
     retriever.max_length = 64  # the card's snippet does not truncate
     retriever.save_pretrained(tmp_path / "ret")
-    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2, pooling=pooling)
+    projection = project_retriever(tmp_path / "ret", tmp_path / "projected", TEXTS, k=2, pooling=pooling,
+                                   token_weight_texts=TEXTS if sif else None)
     assert main(["push", "tests/revela-projected", str(tmp_path / "projected"), "--merge-lora"]) == 0
     query = "how do I sort a list in python?"  # the model card's example query
     retriever.pooling = pooling or retriever.pooling
+    if sif:
+        retriever.fit_token_weights(TEXTS)
     expected = projection.transform(retriever.encode_queries([query], show_progress_bar=False).numpy())
     folder = snapshot_download("tests/revela-projected", cache_dir=tmp_path / "cache")
     assert SentenceTransformer(folder).encode_query([query]) == pytest.approx(expected, abs=1e-5)

@@ -97,7 +97,8 @@ def test_revela_project_fits_token_weights_on_a_prepared_corpus_and_the_copy_rel
     plain = project_retriever(tmp_path / "ret", tmp_path / "plain", TEXTS, k=2, pooling="mean+eos")
     assert np.abs(plain.transform(RevelaRetriever.from_pretrained(str(tmp_path / "ret"), pooling="mean+eos").encode_queries(
         TEXTS, show_progress_bar=False).numpy()) - queries).max() > 1e-2  # the weights and the base's mean change it
-    # Stock sentence-transformers modules cannot weigh tokens by id: no modules.json that would load a different model.
+    # Stock sentence-transformers modules cannot read the base model under the adapter: no modules.json that would
+    # load a different model (without --mean-from-base they can: tests/test_projection.py).
     assert not (out / "modules.json").exists() and (tmp_path / "plain" / "modules.json").is_file()
     capsys.readouterr()
     assert main(["project", "--retriever", str(tmp_path / "ret"), "--descriptions", str(descriptions),

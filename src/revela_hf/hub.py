@@ -106,26 +106,51 @@ def eos_appending_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTok
     return result
 
 
-def write_sentence_transformers_files(
-    folder: str | Path, settings: dict[str, Any], embedding_dim: int, base_config: dict[str, Any] | None = None
-) -> None:
-    """modules.json, sentence_bert_config.json, 1_Pooling/, 2_Normalize/ and config_sentence_transformers.json.
+def _add_module(root: Path, modules: list[dict[str, Any]], kind: str) -> Path:
+    """Append a stock module of `kind` (e.g. "Pooling") to `modules` and make its folder, `{idx}_{kind}`."""
+    path = f"{len(modules)}_{kind}"
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": path, "type": f"sentence_transformers.models.{kind}"})
+    (root / path).mkdir(parents=True, exist_ok=True)
+    return root / path
 
-    Written in the long-standing layout every sentence-transformers release reads. With "eos"
-    pooling the saved tokenizer appends EOS itself (see `eos_appending_tokenizer`). `base_config`
-    (e.g. the depth of an adapter's base model) becomes the `config_args` the model config loads with.
+
+def _write_dense(folder: Path, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """A `Dense` module's files: `x -> weight @ x + bias`, `weight` `(out, in)`, no activation."""
+    from safetensors.torch import save_file
+
+    out_features, in_features = weight.shape
+    write_json_atomically(folder / "config.json", {"in_features": in_features, "out_features": out_features, "bias": True,
+                                                   "activation_function": "torch.nn.modules.linear.Identity"})
+    save_file({"linear.weight": weight.contiguous(), "linear.bias": bias.contiguous()}, str(folder / "model.safetensors"))
+
+
+def write_sentence_transformers_files(
+    folder: str | Path, settings: dict[str, Any], embedding_dim: int, base_config: dict[str, Any] | None = None,
+    token_weights: torch.Tensor | None = None, eos_token_id: int | None = None,
+) -> None:
+    """modules.json, sentence_bert_config.json, the modules' folders and config_sentence_transformers.json.
+
+    Written in the long-standing layout every sentence-transformers release reads: `Transformer`, `Pooling` and, for
+    normalised embeddings, `Normalize`. With "eos" pooling the saved tokenizer appends EOS itself (see
+    `eos_appending_tokenizer`). `base_config` (e.g. the depth of an adapter's base model) becomes the `config_args` the
+    model config loads with. `token_weights` `(V,)` (SIF weights of the mean part) add a `WordWeights` module before the
+    pooling, keyed by token id; since it scales every token's state, the last (EOS, `eos_token_id`) state too, a
+    diagonal `Dense` after a pooling with an EOS part divides that part by the EOS token's weight again.
     """
+    import torch
+
     root = Path(folder)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    if settings["normalize"]:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (root / "2_Normalize").mkdir(parents=True, exist_ok=True)
-    write_json_atomically(root / "modules.json", modules)
-    sbert_config = {"max_seq_length": settings["max_length"], "do_lower_case": False}
-    write_json_atomically(root / "sentence_bert_config.json", {**sbert_config, **({"config_args": base_config} if base_config else {})})
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     modes = ST_POOLING[settings["pooling"]]
-    write_json_atomically(root / "1_Pooling" / "config.json", {
+    if token_weights is not None:
+        weights = token_weights.detach().cpu().float().tolist()
+        write_json_atomically(_add_module(root, modules, "WordWeights") / "config.json", {
+            "vocab": [str(i) for i in range(len(weights))],  # token ids: WordWeights looks a token's weight up by its id
+            "word_weights": {str(i): w for i, w in enumerate(weights) if w != 1.0},
+            "unknown_word_weight": 1.0,
+        })
+    pooling = _add_module(root, modules, "Pooling")
+    write_json_atomically(pooling / "config.json", {
         "word_embedding_dimension": embedding_dim,
         "pooling_mode_cls_token": "cls" in modes,
         "pooling_mode_mean_tokens": "mean" in modes,
@@ -135,6 +160,18 @@ def write_sentence_transformers_files(
         "pooling_mode_lasttoken": "lasttoken" in modes,
         "include_prompt": True,
     })
+    if token_weights is not None and "lasttoken" in modes:
+        if eos_token_id is None:
+            raise ValueError("token weights with an EOS part need the EOS token's id to undo its weight on that part")
+        part = modes.index("lasttoken")
+        scale = torch.ones(len(modes) * embedding_dim)  # (P * E,) over the pooled parts side by side
+        scale[part * embedding_dim : (part + 1) * embedding_dim] = 1.0 / token_weights[eos_token_id].item()
+        _write_dense(_add_module(root, modules, "Dense"), torch.diag(scale), torch.zeros_like(scale))
+    if settings["normalize"]:
+        _add_module(root, modules, "Normalize")
+    write_json_atomically(root / "modules.json", modules)
+    sbert_config = {"max_seq_length": settings["max_length"], "do_lower_case": False}
+    write_json_atomically(root / "sentence_bert_config.json", {**sbert_config, **({"config_args": base_config} if base_config else {})})
     write_json_atomically(root / "config_sentence_transformers.json", {
         "prompts": {"query": settings["query_prefix"], "document": settings["passage_prefix"]},
         "default_prompt_name": None,
@@ -146,25 +183,12 @@ def append_sentence_transformers_projection(folder: str | Path, weight: torch.Te
     """End `folder`'s sentence-transformers modules with `normalise(weight @ normalise(x) + bias)`: a `Normalize`
     (unless the modules already end with one), a `Dense` of `weight` `(E, E)` and `bias` `(E,)` with no activation,
     and a `Normalize`; the similarity becomes cosine. Stock modules only, so no loader needs `trust_remote_code`."""
-    from safetensors.torch import save_file
-
     root = Path(folder)
     modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
-
-    def add(kind: str) -> Path:
-        path = f"{len(modules)}_{kind}"
-        modules.append({"idx": len(modules), "name": str(len(modules)), "path": path, "type": f"sentence_transformers.models.{kind}"})
-        (root / path).mkdir(parents=True, exist_ok=True)
-        return root / path
-
     if not modules[-1]["type"].endswith(".Normalize"):
-        add("Normalize")
-    dense = add("Dense")
-    out_features, in_features = weight.shape
-    write_json_atomically(dense / "config.json", {"in_features": in_features, "out_features": out_features, "bias": True,
-                                                  "activation_function": "torch.nn.modules.linear.Identity"})
-    save_file({"linear.weight": weight.contiguous(), "linear.bias": bias.contiguous()}, str(dense / "model.safetensors"))
-    add("Normalize")
+        _add_module(root, modules, "Normalize")
+    _write_dense(_add_module(root, modules, "Dense"), weight, bias)
+    _add_module(root, modules, "Normalize")
     write_json_atomically(root / "modules.json", modules)
     settings_path = root / "config_sentence_transformers.json"
     settings = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.is_file() else {}

@@ -264,10 +264,10 @@ def _evaluation_table(info: CardInfo) -> str:
     return _table(["dataset", *metrics], rows, numeric=True) + f"\n\nScores in percent{when}."
 
 
-def stock_modules(settings: dict[str, Any], token_weights: bool) -> bool:
-    """Whether stock sentence-transformers modules give the folder's embeddings: not when the mean part weighs tokens
-    by id or reads the base model under the adapter."""
-    return not token_weights and not settings.get("mean_from_base", False)
+def stock_modules(settings: dict[str, Any]) -> bool:
+    """Whether stock sentence-transformers modules give the folder's embeddings: not when the mean part reads the base
+    model under the adapter (two models in one forward pass)."""
+    return not settings.get("mean_from_base", False)
 
 
 _ST_USAGE = """```python
@@ -278,8 +278,8 @@ queries = model.encode_query(["how do I sort a list in python?"])
 docs = model.encode_document(["sorted(xs) returns a new sorted list", "the capital of France is Paris"])
 print(model.similarity(queries, docs))
 ```"""
-_NO_ST_USAGE = ("Not available for this read-out: stock sentence-transformers modules cannot weigh tokens by id "
-                "(`token_weights.npy`) or read the base model under the adapter, so the folder ships no "
+_NO_ST_USAGE = ("Not available for this read-out: stock sentence-transformers modules cannot read the base model "
+                "under the adapter, so the folder ships no "
                 "sentence-transformers configuration. Load it with revela-hf or transformers.")
 
 
@@ -299,7 +299,10 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
         rows.append(["Adapter", f"LoRA: r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']}, on {targets}"])
     from revela_hf.pooling import pooled_width
 
-    modules = ["`Transformer`", f"`Pooling` ({' + '.join(ST_POOLING[settings['pooling']])})"] + (["`Normalize`"] if settings["normalize"] else [])
+    modes = ST_POOLING[settings["pooling"]]
+    modules = (["`Transformer`"] + (["`WordWeights` (SIF)"] if token_weights else []) + [f"`Pooling` ({' + '.join(modes)})"]
+               + (["`Dense` (undoes the EOS token's weight)"] if token_weights and "lasttoken" in modes else [])
+               + (["`Normalize`"] if settings["normalize"] else []))
     unit = settings["normalize"] or projection_directions is not None
     mean_notes = ((["tokens weighted by SIF weights (`token_weights.npy`)"] if token_weights else [])
                   + (["read from the base model, adapter off"] if settings.get("mean_from_base") else []))
@@ -315,7 +318,7 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
         rows.append(["Post-processing", f"all-but-the-top: the mean and top {projection_directions} principal directions of "
                                         "description embeddings removed, then normalised (`all_but_the_top.npz`)"])
         modules += ([] if settings["normalize"] else ["`Normalize`"]) + ["`Dense` (the projection)", "`Normalize`"]
-    rows.append(["sentence-transformers modules", " → ".join(modules) if stock_modules(settings, token_weights) else "none (see Usage)"])
+    rows.append(["sentence-transformers modules", " → ".join(modules) if stock_modules(settings) else "none (see Usage)"])
     return _table(["", ""], rows)
 
 
@@ -399,8 +402,8 @@ def render_model_card(
         weights_note="a LoRA adapter for the base model" if is_adapter else "the full encoder weights",
         base_model=base_model,
         architecture=_architecture(backbone, settings, base_model, is_adapter, projection_directions, token_weights),
-        st_files=" and the sentence-transformers configuration" if stock_modules(settings, token_weights) else "",
-        sentence_transformers_usage=_ST_USAGE.format(repo_id=repo_id) if stock_modules(settings, token_weights) else _NO_ST_USAGE,
+        st_files=" and the sentence-transformers configuration" if stock_modules(settings) else "",
+        sentence_transformers_usage=_ST_USAGE.format(repo_id=repo_id) if stock_modules(settings) else _NO_ST_USAGE,
         query_prefix=settings["query_prefix"],
         training_data=_training_data(info),
         framework_versions=_versions_list(info.framework_versions),

@@ -254,8 +254,9 @@ class RevelaRetriever(nn.Module):
         recorded = {**self.settings(), **({BASE_CONFIG_KEY: base_config} if base_config else {})}
         (folder / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         dim = self.backbone.config.hidden_size
-        if stock_modules(self.settings(), self.token_weights is not None):
-            write_sentence_transformers_files(folder, self.settings(), dim, base_config)
+        if stock_modules(self.settings()):
+            eos_token_id = self.tokenizer.eos_token_id if self.tokenizer is not None else None
+            write_sentence_transformers_files(folder, self.settings(), dim, base_config, self.token_weights, eos_token_id)
         if self.token_weights is not None:
             save_token_weights(folder, self.token_weights)
         if self.projection is not None:
