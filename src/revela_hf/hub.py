@@ -179,6 +179,12 @@ def write_sentence_transformers_files(
     })
 
 
+def sentence_transformers_modules(folder: str | Path) -> list[str] | None:
+    """The class names of `folder`'s sentence-transformers modules in order (e.g. "Pooling"), or None where it ships none."""
+    path = Path(folder) / "modules.json"
+    return [m["type"].rsplit(".", 1)[1] for m in json.loads(path.read_text(encoding="utf-8"))] if path.is_file() else None
+
+
 def append_sentence_transformers_projection(folder: str | Path, weight: torch.Tensor, bias: torch.Tensor) -> None:
     """End `folder`'s sentence-transformers modules with `normalise(weight @ normalise(x) + bias)`: a `Normalize`
     (unless the modules already end with one), a `Dense` of `weight` `(E, E)` and `bias` `(E,)` with no activation,

@@ -264,12 +264,6 @@ def _evaluation_table(info: CardInfo) -> str:
     return _table(["dataset", *metrics], rows, numeric=True) + f"\n\nScores in percent{when}."
 
 
-def stock_modules(settings: dict[str, Any]) -> bool:
-    """Whether stock sentence-transformers modules give the folder's embeddings: not when the mean part reads the base
-    model under the adapter (two models in one forward pass)."""
-    return not settings.get("mean_from_base", False)
-
-
 _ST_USAGE = """```python
 from sentence_transformers import SentenceTransformer
 
@@ -284,7 +278,7 @@ _NO_ST_USAGE = ("Not available for this read-out: stock sentence-transformers mo
 
 
 def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_adapter: bool, projection_directions: int | None,
-                  token_weights: bool = False) -> str:
+                  token_weights: bool = False, st_modules: list[str] | None = None) -> str:
     """The "Full model architecture" table: base model, backbone, adapter, pooling, normalisation, lengths, prefixes,
     similarity, post-processing and the sentence-transformers modules the folder loads as."""
     from revela_hf.hub import ST_POOLING
@@ -299,10 +293,6 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
         rows.append(["Adapter", f"LoRA: r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']}, on {targets}"])
     from revela_hf.pooling import pooled_width
 
-    modes = ST_POOLING[settings["pooling"]]
-    modules = (["`Transformer`"] + (["`WordWeights` (SIF)"] if token_weights else []) + [f"`Pooling` ({' + '.join(modes)})"]
-               + (["`Dense` (undoes the EOS token's weight)"] if token_weights and "lasttoken" in modes else [])
-               + (["`Normalize`"] if settings["normalize"] else []))
     unit = settings["normalize"] or projection_directions is not None
     mean_notes = ((["tokens weighted by SIF weights (`token_weights.npy`)"] if token_weights else [])
                   + (["read from the base model, adapter off"] if settings.get("mean_from_base") else []))
@@ -317,8 +307,9 @@ def _architecture(backbone: Any, settings: dict[str, Any], base_model: str, is_a
     if projection_directions is not None:
         rows.append(["Post-processing", f"all-but-the-top: the mean and top {projection_directions} principal directions of "
                                         "description embeddings removed, then normalised (`all_but_the_top.npz`)"])
-        modules += ([] if settings["normalize"] else ["`Normalize`"]) + ["`Dense` (the projection)", "`Normalize`"]
-    rows.append(["sentence-transformers modules", " → ".join(modules) if stock_modules(settings) else "none (see Usage)"])
+    modes = " + ".join(ST_POOLING[settings["pooling"]])
+    modules = [f"`{name}` ({modes})" if name == "Pooling" else f"`{name}`" for name in st_modules or []]
+    rows.append(["sentence-transformers modules", " → ".join(modules) if st_modules else "none (see Usage)"])
     return _table(["", ""], rows)
 
 
@@ -386,13 +377,15 @@ def render_model_card(
     base_config: dict[str, Any] | None = None,
     projection_directions: int | None = None,
     token_weights: bool = False,
+    st_modules: list[str] | None = None,
 ) -> str:
     """The README.md of a published retriever: Hub/mteb metadata, architecture, training, results, usage.
 
     `backbone`: the model the folder holds (a `PreTrainedModel`, with its LoRA adapter when `is_adapter`).
     `base_config`: the config values the base model loads with (`num_hidden_layers`), passed in the usage snippets.
     `projection_directions`: k of the all-but-the-top projection the folder holds, if any; `token_weights`: whether it
-    holds SIF token weights."""
+    holds SIF token weights; `st_modules`: the class names of the sentence-transformers modules it ships, in order
+    (`revela_hf.hub.sentence_transformers_modules`; None where it ships none)."""
     info = info or CardInfo()
     base_kwargs = "".join(f", {key}={value!r}" for key, value in (base_config or {}).items())
     template = Template(resources.files("revela_hf").joinpath("model_cards", TEMPLATE).read_text(encoding="utf-8"))
@@ -401,9 +394,9 @@ def render_model_card(
         title=repo_id.split("/")[-1],
         weights_note="a LoRA adapter for the base model" if is_adapter else "the full encoder weights",
         base_model=base_model,
-        architecture=_architecture(backbone, settings, base_model, is_adapter, projection_directions, token_weights),
-        st_files=" and the sentence-transformers configuration" if stock_modules(settings) else "",
-        sentence_transformers_usage=_ST_USAGE.format(repo_id=repo_id) if stock_modules(settings) else _NO_ST_USAGE,
+        architecture=_architecture(backbone, settings, base_model, is_adapter, projection_directions, token_weights, st_modules),
+        st_files=" and the sentence-transformers configuration" if st_modules else "",
+        sentence_transformers_usage=_ST_USAGE.format(repo_id=repo_id) if st_modules else _NO_ST_USAGE,
         query_prefix=settings["query_prefix"],
         training_data=_training_data(info),
         framework_versions=_versions_list(info.framework_versions),

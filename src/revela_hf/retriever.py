@@ -25,10 +25,11 @@ from revela_hf.hub import (
     push_folder,
     resolve_model_dir,
     set_adapter_base_model,
+    sentence_transformers_modules,
     write_sentence_transformers_files,
 )
 from revela_hf.io import IncompleteOutputError, absolute, publishing
-from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info, stock_modules
+from revela_hf.model_card import CardInfo, load_card_info, render_model_card, save_card_info
 from revela_hf.all_but_the_top import PROJECTION_FILE, AllButTheTop
 from revela_hf.pooling import check_pooling, pool, pooled_width, pooling_appends_eos, require_mean_part
 from revela_hf.defaults import SIF_A
@@ -254,7 +255,7 @@ class RevelaRetriever(nn.Module):
         recorded = {**self.settings(), **({BASE_CONFIG_KEY: base_config} if base_config else {})}
         (folder / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         dim = self.backbone.config.hidden_size
-        if stock_modules(self.settings()):
+        if not self.mean_from_base:  # no stock sentence-transformers module reads the base model under the adapter
             eos_token_id = self.tokenizer.eos_token_id if self.tokenizer is not None else None
             write_sentence_transformers_files(folder, self.settings(), dim, base_config, self.token_weights, eos_token_id)
         if self.token_weights is not None:
@@ -264,7 +265,7 @@ class RevelaRetriever(nn.Module):
         base = base_model or (card.base_model if card else None) or self.backbone.config.name_or_path
         directions = len(self.projection.directions) if self.projection is not None else None
         card_text = render_model_card(name, self.settings(), base, backbone, is_adapter, card, base_config, directions,
-                                      token_weights=self.token_weights is not None)
+                                      token_weights=self.token_weights is not None, st_modules=sentence_transformers_modules(folder))
         (folder / "README.md").write_text(card_text, encoding="utf-8")
         if card is not None:
             save_card_info(folder, card)
